@@ -1,0 +1,24 @@
+"""pymc_modal: replace ``pm.sample`` with a NUTS run on a rented GPU.
+
+.. code-block:: python
+
+    import pymc_modal
+
+    with model, pymc_modal.gpu("H100"):
+        idata = pymc_modal.sample(draws=1000, tune=1000, chains=4, var_names=["beta"])
+"""
+
+import logging
+
+from pymc_modal import errors
+from pymc_modal.client import sample
+from pymc_modal.config import gpu, options
+
+__all__ = ["errors", "gpu", "options", "sample"]
+__version__ = "0.1.0"
+
+_log = logging.getLogger("pymc_modal")
+if not logging.root.handlers:
+    _log.setLevel(logging.INFO)
+    if not _log.handlers:
+        _log.addHandler(logging.StreamHandler())

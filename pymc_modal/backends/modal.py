@@ -1,0 +1,168 @@
+"""The Modal backend: one App, one generic GPU function, an image pinned to the client.
+
+All Modal-specific code lives in this module. The infrastructure is declared
+once, here, as data: the image is ``debian_slim`` with the client's Python
+version and the client's exact versions of the libraries a pickle depends on
+(plus JAX's CUDA plugin for that JAX version) and this package's own source.
+Equal client versions give an equal image definition, so Modal's image cache
+is hit on every run after the first. The GPU, timeout and retries of a call
+are applied with ``Function.with_options``, not by one function per GPU.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import time
+from collections.abc import Callable
+
+import modal
+import modal.config
+import modal.exception
+
+from pymc_modal.backends import Delivery
+from pymc_modal.config import DEFAULT_TIMEOUT, Options
+from pymc_modal.errors import InvalidOptionError, MissingCredentialsError, PymcModalError
+from pymc_modal.pricing import DEFAULT_GPU
+
+__all__ = [
+    "app",
+    "check_credentials",
+    "credentials_configured",
+    "gpu_function",
+    "requirements",
+    "run",
+    "run_job",
+]
+
+APP_NAME = "pymc-modal"
+PINNED = ("pymc", "pytensor", "numpy", "arviz", "numpyro", "cloudpickle")
+CUDA_EXTRA = "cuda12"
+# Arguments over 2 MiB travel through Modal's blob storage; both ends hold them in memory.
+MAX_PAYLOAD_BYTES = 2 * 1024**3
+
+
+def requirements() -> list[str]:
+    """The image's pip requirements: this client's versions, exactly."""
+    pins = [f"{name}=={importlib.metadata.version(name)}" for name in PINNED]
+    return [*pins, f"jax[{CUDA_EXTRA}]=={importlib.metadata.version('jax')}"]
+
+
+def python_version() -> str:
+    """The client's Python major.minor, which the image must match for pickles to load."""
+    return ".".join(platform.python_version_tuple()[:2])
+
+
+def _image() -> modal.Image:
+    return (
+        modal.Image.debian_slim(python_version=python_version())
+        .uv_pip_install(*requirements())
+        .add_local_python_source("pymc_modal")
+    )
+
+
+# Inside a Modal container this module is imported again to find the function;
+# the image is only built from the client, where the versions to pin are known.
+image = _image() if modal.is_local() else modal.Image.debian_slim()
+app = modal.App(APP_NAME, image=image, include_source=False)
+
+
+def run_job(job: bytes) -> bytes:
+    """Run one job in a Modal container; the worker does not know it is on Modal."""
+    from pymc_modal import worker
+
+    return worker.run(job)
+
+
+# Decorated here rather than with @, so that `run_job` stays the plain function
+# a container imports, whichever app (the default or a GPU fallback list) ran it.
+gpu_function = app.function(gpu=DEFAULT_GPU, timeout=DEFAULT_TIMEOUT)(run_job)
+
+
+def credentials_configured() -> bool:
+    """Whether Modal credentials are set, in the environment or in ``~/.modal.toml``."""
+    config = modal.config.config
+    return bool(config.get("token_id") and config.get("token_secret"))
+
+
+def check_credentials() -> None:
+    """Raise :class:`MissingCredentialsError` unless Modal credentials are configured."""
+    if not credentials_configured():
+        raise MissingCredentialsError(
+            "No Modal credentials found. Run `modal setup` once (it stores a token in "
+            "~/.modal.toml), or set the MODAL_TOKEN_ID and MODAL_TOKEN_SECRET environment "
+            "variables; or sample on this machine with backend='local'."
+        )
+
+
+def _function_for(options: Options) -> tuple[modal.App, modal.Function]:
+    """The app to run and the function variant with this call's GPU, timeout and retries."""
+    if isinstance(options.gpu, str):
+        variant = gpu_function.with_options(
+            gpu=options.gpu, timeout=options.timeout, retries=options.retries
+        )
+        return app, variant
+    # Function.with_options takes one GPU type; a fallback list is a decorator option,
+    # so it gets an app of its own around the same function.
+    fallback_app = modal.App(APP_NAME, image=image, include_source=False)
+    fallback = fallback_app.function(
+        gpu=list(options.gpu), timeout=options.timeout, retries=options.retries
+    )(run_job)
+    return fallback_app, fallback
+
+
+def _wait(call: modal.FunctionCall, options: Options) -> bytes:
+    try:
+        return call.get()
+    except KeyboardInterrupt:
+        call.cancel(terminate_containers=True)
+        raise
+    except modal.exception.FunctionTimeoutError as exc:
+        raise PymcModalError(
+            f"The run on Modal was stopped after its timeout of {options.timeout} s. "
+            "Allow more time with pymc_modal.gpu(..., timeout=SECONDS) (up to 86400), "
+            "or sample fewer draws."
+        ) from exc
+
+
+def run(job: bytes, options: Options, *, on_start: Callable[[], None] | None = None) -> Delivery:
+    """Run ``job`` on a Modal GPU in an ephemeral app, showing Modal's output.
+
+    Parameters
+    ----------
+    job : bytes
+        An encoded job.
+    options : Options
+        GPU, timeout and retries for this call.
+    on_start : callable, optional
+        Called once the app is running, before the job is sent.
+
+    Raises
+    ------
+    MissingCredentialsError
+        If no Modal credentials are configured.
+    InvalidOptionError
+        If the job is larger than Modal can take as an argument.
+    """
+    check_credentials()
+    if len(job) > MAX_PAYLOAD_BYTES:
+        raise InvalidOptionError(
+            f"The payload is {len(job) / 1024**3:.1f} GiB, over the {MAX_PAYLOAD_BYTES // 1024**3} "
+            "GiB that pymc_modal sends as one Modal argument. Pass less data to the model "
+            "(e.g. a subsample, or float32 arrays)."
+        )
+    run_app, function = _function_for(options)
+    seconds = {}
+    start = time.perf_counter()
+    with modal.enable_output(), run_app.run():
+        seconds["image"] = time.perf_counter() - start
+        if on_start is not None:
+            on_start()
+        start = time.perf_counter()
+        call = function.spawn(job)
+        seconds["transfer"] = time.perf_counter() - start
+        start = time.perf_counter()
+        answer = _wait(call, options)
+        seconds["wall"] = time.perf_counter() - start
+    gpu = options.gpu if isinstance(options.gpu, str) else " or ".join(options.gpu)
+    return Delivery(answer=answer, seconds=seconds, where=f"Modal {gpu}")

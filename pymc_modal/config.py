@@ -1,0 +1,177 @@
+"""Where a call runs and under which limits: keyword, context manager, environment.
+
+A value given to :func:`pymc_modal.sample` wins over one set by an enclosing
+:func:`options` block, which wins over the environment, which wins over the
+defaults.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from pymc_modal import pricing
+from pymc_modal.errors import InvalidOptionError
+
+__all__ = ["BACKENDS", "Options", "gpu", "options", "resolve"]
+
+BACKENDS = ("auto", "local", "modal")
+DEFAULT_TIMEOUT = 2 * 60 * 60
+MAX_TIMEOUT = 24 * 60 * 60  # Modal's limit for one attempt
+MAX_RETRIES = 10  # Modal's limit
+
+ENVIRONMENT = {"backend": "PYMC_MODAL_BACKEND", "gpu": "PYMC_MODAL_GPU"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The settings one call runs under.
+
+    Attributes
+    ----------
+    backend : {"auto", "local", "modal"}
+        Where the worker runs. ``"auto"`` means Modal when Modal credentials
+        are configured, else this machine.
+    max_result_bytes : int
+        Refuse, before shipping, a job whose returned draws would be larger.
+    gpu : str or tuple of str
+        The Modal GPU type, e.g. ``"H100"`` or ``"A100-80GB:2"``; several are
+        an ordered fallback list. The environment variable ``PYMC_MODAL_GPU``
+        takes a comma-separated list.
+    timeout : int
+        Seconds one attempt on Modal may run before it is stopped.
+    retries : int
+        How many times Modal retries a failed or preempted attempt.
+    price_per_second : float, optional
+        US dollars per GPU-second for the cost estimate, instead of the table
+        in :mod:`pymc_modal.pricing`.
+    """
+
+    backend: str = "auto"
+    max_result_bytes: int = 2 * 1024**3
+    gpu: str | tuple[str, ...] = pricing.DEFAULT_GPU
+    timeout: int = DEFAULT_TIMEOUT
+    retries: int = 0
+    price_per_second: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise InvalidOptionError(
+                f"backend={self.backend!r} is not one of {', '.join(map(repr, BACKENDS))}."
+            )
+        _positive_int("max_result_bytes", self.max_result_bytes)
+        _positive_int("timeout", self.timeout, MAX_TIMEOUT)
+        if isinstance(self.retries, bool) or self.retries not in range(MAX_RETRIES + 1):
+            raise InvalidOptionError(
+                f"retries={self.retries!r} must be an integer from 0 to {MAX_RETRIES}."
+            )
+        gpus = self.gpu.split(",") if isinstance(self.gpu, str) else list(self.gpu)
+        if not gpus:
+            raise InvalidOptionError("gpu=[] names no GPU; give at least one GPU type.")
+        for spec in gpus:
+            pricing.parse_gpu(spec)
+        gpus = [spec.strip() for spec in gpus]
+        object.__setattr__(self, "gpu", gpus[0] if len(gpus) == 1 else tuple(gpus))
+        if self.price_per_second is not None and not self.price_per_second >= 0:
+            raise InvalidOptionError(
+                f"price_per_second={self.price_per_second!r} must be a non-negative number."
+            )
+
+
+def _positive_int(name: str, value: Any, most: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidOptionError(f"{name}={value!r} must be a positive integer.")
+    if most is not None and value > most:
+        raise InvalidOptionError(f"{name}={value!r} is over the maximum of {most}.")
+
+
+_FIELDS = tuple(field.name for field in dataclasses.fields(Options))
+_context: contextvars.ContextVar[tuple[tuple[str, Any], ...]] = contextvars.ContextVar(
+    "pymc_modal_options", default=()
+)
+
+
+def _check_names(overrides: dict[str, Any]) -> None:
+    unknown = sorted(set(overrides) - set(_FIELDS))
+    if unknown:
+        raise InvalidOptionError(
+            f"Unknown option(s) {', '.join(unknown)}; valid options are {', '.join(_FIELDS)}."
+        )
+
+
+@contextlib.contextmanager
+def options(**overrides: Any) -> Iterator[Options]:
+    """Set options for every :func:`pymc_modal.sample` call inside the block.
+
+    Parameters
+    ----------
+    **overrides
+        Any field of :class:`Options`, e.g. ``backend="local"``.
+
+    Yields
+    ------
+    Options
+        The options now in force (environment and enclosing blocks included).
+
+    Examples
+    --------
+    .. code-block:: python
+
+        with pymc_modal.options(backend="local"):
+            idata = pymc_modal.sample(model=model)
+    """
+    _check_names(overrides)
+    merged = {**dict(_context.get()), **overrides}
+    resolved = resolve(**merged)
+    token = _context.set(tuple(merged.items()))
+    try:
+        yield resolved
+    finally:
+        _context.reset(token)
+
+
+def gpu(spec: str | Sequence[str], **overrides: Any) -> contextlib.AbstractContextManager[Options]:
+    """Choose the Modal GPU (and other options) for every call inside the block.
+
+    Parameters
+    ----------
+    spec : str or sequence of str
+        A GPU type Modal offers (``"T4"``, ``"L4"``, ``"A10G"``, ``"L40S"``,
+        ``"A100"``, ``"A100-80GB"``, ``"H100"``, ``"H200"``, ``"B200"``, ...),
+        optionally with a count (``"H100:2"``), or a list of them to fall back
+        through in order.
+    **overrides
+        Other options, e.g. ``timeout=4 * 3600`` or ``retries=2``.
+
+    Examples
+    --------
+    .. code-block:: python
+
+        with pymc_modal.gpu("H100", timeout=3600):
+            idata = pymc_modal.sample(model=model, var_names=["beta"])
+    """
+    return options(gpu=spec if isinstance(spec, str) else tuple(spec), **overrides)
+
+
+def resolve(**call_overrides: Any) -> Options:
+    """Return the options in force for one call.
+
+    Parameters
+    ----------
+    **call_overrides
+        Values given to the call itself; ``None`` means "not given".
+    """
+    _check_names(call_overrides)
+    settings: dict[str, Any] = {}
+    for name, variable in ENVIRONMENT.items():
+        if os.environ.get(variable):
+            settings[name] = os.environ[variable]
+    settings.update(_context.get())
+    settings.update({k: v for k, v in call_overrides.items() if v is not None})
+    if isinstance(settings.get("gpu"), list):
+        settings["gpu"] = tuple(settings["gpu"])
+    return Options(**settings)

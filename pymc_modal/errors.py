@@ -1,0 +1,69 @@
+"""Exceptions raised by pymc_modal.
+
+Every check that can fail before a job is shipped has its own class, so a
+caller can catch exactly the failure it expects. All derive from
+:class:`PymcModalError`.
+"""
+
+__all__ = [
+    "DiscreteVariablesError",
+    "InvalidOptionError",
+    "JaxConversionError",
+    "MissingCredentialsError",
+    "NoFreeVariablesError",
+    "PayloadError",
+    "PymcModalError",
+    "ResultTooLargeError",
+    "UnknownVarNamesError",
+    "UnsupportedArgumentError",
+    "VersionMismatchError",
+    "WorkerError",
+]
+
+
+class PymcModalError(Exception):
+    """Base class of every error raised by pymc_modal."""
+
+
+class UnsupportedArgumentError(PymcModalError, TypeError):
+    """An argument of ``pm.sample`` that has no meaning for pymc_modal."""
+
+
+class InvalidOptionError(PymcModalError, ValueError):
+    """An option (backend, sampler keyword, limit) has a value that is not accepted."""
+
+
+class NoFreeVariablesError(PymcModalError, ValueError):
+    """The model has no free random variables, so there is nothing to sample."""
+
+
+class DiscreteVariablesError(PymcModalError, ValueError):
+    """The model has discrete free variables, which NUTS cannot sample."""
+
+
+class UnknownVarNamesError(PymcModalError, ValueError):
+    """A name in ``var_names`` is not a variable that sampling can return."""
+
+
+class JaxConversionError(PymcModalError, ValueError):
+    """PyMC could not turn the model into a JAX function."""
+
+
+class ResultTooLargeError(PymcModalError, ValueError):
+    """The result would be larger than the configured limit."""
+
+
+class PayloadError(PymcModalError, ValueError):
+    """The model or its arguments could not be serialized for shipping."""
+
+
+class VersionMismatchError(PymcModalError, RuntimeError):
+    """The worker's library versions differ from those that made the payload."""
+
+
+class WorkerError(PymcModalError, RuntimeError):
+    """The worker failed with an exception that could not be re-raised as itself."""
+
+
+class MissingCredentialsError(PymcModalError, RuntimeError):
+    """The Modal backend was chosen but no Modal credentials are configured."""

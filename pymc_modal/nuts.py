@@ -1,0 +1,212 @@
+"""Sample a PyMC model with NumPyro's NUTS, phase by phase, as PyMC's JAX path does.
+
+This is ``pymc.sampling.jax.sample_jax_nuts(nuts_sampler="numpyro")`` with its
+run split into warm-up and draws, so that the seconds spent compiling, tuning
+and drawing can be reported, and with the result left as plain arrays for the
+client to wrap. The draws are those PyMC itself would give for the same seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+__all__ = ["EXTRA_FIELDS", "NutsSettings", "sample"]
+
+# The per-draw statistics PyMC asks NumPyro for.
+EXTRA_FIELDS = (
+    "num_steps",
+    "potential_energy",
+    "energy",
+    "adapt_state.step_size",
+    "accept_prob",
+    "diverging",
+)
+
+_COMPILE_EVENTS = frozenset(
+    {
+        "/jax/core/compile/jaxpr_trace_duration",
+        "/jax/core/compile/jaxpr_to_mlir_module_duration",
+        "/jax/core/compile/backend_compile_duration",
+    }
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class NutsSettings:
+    """Everything one NUTS run needs besides the model.
+
+    The fields are the arguments of ``pymc.sampling.jax.sample_jax_nuts``;
+    ``seed`` is the integer seed PyMC would pass to it, ``log_likelihood``
+    whether to compute the pointwise log-likelihood, ``float_x`` the client's
+    ``pytensor.config.floatX``.
+    """
+
+    draws: int
+    tune: int
+    chains: int
+    target_accept: float
+    seed: int
+    initvals: Any
+    var_names: Sequence[str] | None
+    progressbar: bool
+    log_likelihood: bool
+    float_x: str
+    jitter: bool = True
+    keep_untransformed: bool = False
+    chain_method: str = "parallel"
+    postprocessing_backend: str | None = None
+    postprocessing_vectorize: str = "vmap"
+    nuts_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class _CompileClock:
+    """Sum of the seconds JAX reports spending on tracing, lowering and compiling."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __call__(self, event: str, duration: float, **_: Any) -> None:
+        if event in _COMPILE_EVENTS:
+            self.seconds += duration
+
+
+def _timed(fn: Callable[[], Any], clock: _CompileClock) -> tuple[float, float]:
+    """Run ``fn`` to completion; return (seconds compiling, seconds running)."""
+    compiled_before = clock.seconds
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    wall = time.perf_counter() - start
+    compile_seconds = clock.seconds - compiled_before
+    return compile_seconds, wall - compile_seconds
+
+
+def sample(model, settings: NutsSettings) -> dict[str, Any]:
+    """Sample ``model`` with NumPyro NUTS as ``pm.sample(nuts_sampler="numpyro")`` would.
+
+    Parameters
+    ----------
+    model : pymc.Model
+    settings : NutsSettings
+
+    Returns
+    -------
+    dict
+        ``posterior``, ``sample_stats`` and ``log_likelihood`` (or None): dicts
+        of numpy arrays shaped (chain, draw, ...); ``attrs``: PyMC's posterior
+        attributes; ``seconds``: compile, tune, draw and postprocess times;
+        ``device``: the JAX device that ran it.
+    """
+    from numpyro.infer import MCMC, NUTS
+    from pymc.sampling.jax import (
+        _get_batched_jittered_initial_points,
+        _get_log_likelihood,
+        _numpyro_stats_to_dict,
+        _postprocess_samples,
+        get_default_varnames,
+        get_jaxified_graph,
+        get_jaxified_logp,
+    )
+
+    logp_fn = get_jaxified_logp(model, negative_logp=False)
+    initial_points = _get_batched_jittered_initial_points(
+        model=model,
+        chains=settings.chains,
+        initvals=settings.initvals,
+        random_seed=settings.seed,
+        jitter=settings.jitter,
+        logp_fn=logp_fn,
+    )
+    nuts_kwargs = {
+        "adapt_step_size": True,
+        "adapt_mass_matrix": True,
+        "dense_mass": False,
+        **settings.nuts_kwargs,
+    }
+    mcmc = MCMC(
+        NUTS(potential_fn=logp_fn, target_accept_prob=settings.target_accept, **nuts_kwargs),
+        num_warmup=settings.tune,
+        num_samples=settings.draws,
+        num_chains=settings.chains,
+        postprocess_fn=None,
+        chain_method=settings.chain_method,
+        progress_bar=settings.progressbar,
+    )
+    key = jax.random.PRNGKey(settings.seed)
+    if settings.chains > 1:
+        key = jax.random.split(key, settings.chains)
+
+    clock = _CompileClock()
+    jax.monitoring.register_event_duration_secs_listener(clock)
+    try:
+        compile_tune, tune_seconds = 0.0, 0.0
+        if settings.tune > 0:
+
+            def warmup():
+                mcmc.warmup(key, init_params=initial_points, extra_fields=EXTRA_FIELDS)
+                return mcmc.post_warmup_state
+
+            compile_tune, tune_seconds = _timed(warmup, clock)
+            # Continuing from the warm-up state's own key gives the draws a single run would.
+            key = mcmc.post_warmup_state.rng_key
+
+        def draw():
+            mcmc.run(key, init_params=initial_points, extra_fields=EXTRA_FIELDS)
+            return mcmc.last_state
+
+        compile_draw, draw_seconds = _timed(draw, clock)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(clock)
+
+    start = time.perf_counter()
+    raw_samples = mcmc.get_samples(group_by_chain=True)
+    sample_stats = _numpyro_stats_to_dict(mcmc)
+    log_likelihood = None
+    if settings.log_likelihood:
+        log_likelihood = _get_log_likelihood(
+            model,
+            raw_samples,
+            backend=settings.postprocessing_backend,
+            postprocessing_vectorize=settings.postprocessing_vectorize,
+        )
+    if settings.var_names is None:
+        kept = model.unobserved_value_vars
+    else:
+        kept = [v for v in model.unobserved_value_vars if v.name in settings.var_names]
+    kept = list(get_default_varnames(kept, include_transformed=settings.keep_untransformed))
+    values = _postprocess_samples(
+        get_jaxified_graph(inputs=model.value_vars, outputs=kept),
+        raw_samples,
+        postprocessing_backend=settings.postprocessing_backend,
+        postprocessing_vectorize=settings.postprocessing_vectorize,
+        donate_samples=True,
+    )
+    del raw_samples
+    posterior = {v.name: np.asarray(value) for v, value in zip(kept, values, strict=True)}
+    postprocess_seconds = time.perf_counter() - start
+
+    compile_seconds = compile_tune + compile_draw
+    device = jax.devices()[0]
+    return {
+        "posterior": posterior,
+        "sample_stats": {name: np.asarray(value) for name, value in sample_stats.items()},
+        "log_likelihood": None
+        if log_likelihood is None
+        else {name: np.asarray(value) for name, value in log_likelihood.items()},
+        "attrs": {
+            "sampling_time": compile_seconds + tune_seconds + draw_seconds,
+            "tuning_steps": settings.tune,
+        },
+        "seconds": {
+            "compile": compile_seconds,
+            "tune": tune_seconds,
+            "draw": draw_seconds,
+            "postprocess": postprocess_seconds,
+        },
+        "device": f"{device.platform}: {device.device_kind}",
+    }

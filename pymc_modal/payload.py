@@ -1,0 +1,224 @@
+"""What crosses the wire: a job (model, settings) and its result, as bytes.
+
+Every message starts with a small JSON header readable without unpickling
+anything. A job's header is the manifest of the client's library versions;
+the worker compares it with its own and refuses a mismatch before it loads
+the pickled model, because a pickle made by one version of these libraries is
+not safe to load with another.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import pickle
+import platform
+import site
+import struct
+import sys
+import sysconfig
+import traceback
+import types
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from pymc_modal.errors import PayloadError, VersionMismatchError, WorkerError
+
+__all__ = [
+    "Job",
+    "decode_job",
+    "decode_result",
+    "encode_failure",
+    "encode_job",
+    "encode_result",
+    "manifest",
+]
+
+MAGIC = b"pymc-modal/1\n"
+PACKAGES = ("pymc", "pytensor", "numpy", "cloudpickle", "jax", "numpyro", "arviz")
+
+
+def manifest() -> dict[str, str]:
+    """Versions that must be equal on both sides for a payload to be loaded."""
+    versions = {"python": ".".join(platform.python_version_tuple()[:2])}
+    versions.update({name: importlib.metadata.version(name) for name in PACKAGES})
+    return versions
+
+
+def _pack(header: dict[str, Any], body: bytes) -> bytes:
+    encoded = json.dumps(header, sort_keys=True).encode()
+    return MAGIC + struct.pack(">Q", len(encoded)) + encoded + body
+
+
+def _unpack(data: bytes) -> tuple[dict[str, Any], memoryview]:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise PayloadError(f"Expected bytes, got {type(data).__name__}.")
+    view = memoryview(data)
+    if bytes(view[: len(MAGIC)]) != MAGIC:
+        raise PayloadError("These bytes are not a pymc_modal message (bad magic prefix).")
+    start = len(MAGIC) + 8
+    (length,) = struct.unpack(">Q", view[len(MAGIC) : start])
+    header = json.loads(bytes(view[start : start + length]))
+    return header, view[start + length :]
+
+
+class Job:
+    """A decoded job: the model, the sampler settings, and JAX conversions to register."""
+
+    def __init__(self, model, settings, jax_conversions: list[tuple[type, Any]]) -> None:
+        self.model = model
+        self.settings = settings
+        self.jax_conversions = jax_conversions
+
+
+def _installed_roots() -> tuple[Path, ...]:
+    paths = sysconfig.get_paths()
+    roots = [paths[name] for name in ("stdlib", "platstdlib", "purelib", "platlib")]
+    roots += [*site.getsitepackages(), site.getusersitepackages()]
+    return tuple(Path(root).resolve() for root in roots)
+
+
+def _is_local(module: types.ModuleType, roots: tuple[Path, ...]) -> bool:
+    """Whether a module is the user's own code rather than an installed library."""
+    if module.__name__ == "__main__":
+        return True
+    if module.__name__.partition(".")[0] == "pymc_modal":
+        return False
+    file = getattr(module, "__file__", None)
+    if not file:
+        return False
+    path = Path(file).resolve()
+    return not any(path.is_relative_to(root) for root in roots)
+
+
+def _local_modules() -> list[types.ModuleType]:
+    roots = _installed_roots()
+    tops = {
+        name.partition(".")[0]
+        for name, module in list(sys.modules.items())
+        if isinstance(module, types.ModuleType) and _is_local(module, roots)
+    }
+    return [sys.modules[name] for name in sorted(tops) if name in sys.modules]
+
+
+def _local_jax_conversions(local: list[types.ModuleType]) -> list[tuple[type, Any]]:
+    """JAX conversions registered for Op classes defined in the user's own modules."""
+    from pytensor.link.jax.dispatch import jax_funcify
+
+    names = {module.__name__ for module in local}
+    return [
+        (cls, fn)
+        for cls, fn in jax_funcify.registry.items()
+        if getattr(cls, "__module__", "").partition(".")[0] in names
+    ]
+
+
+def encode_job(model, settings) -> bytes:
+    """Serialize a model and its settings, shipping the user's own modules by value.
+
+    Functions, classes and custom Ops that come from modules outside the
+    installed libraries cannot be imported by the worker, so they are pickled
+    by value, and JAX conversions registered for such Ops travel with them.
+
+    Raises
+    ------
+    PayloadError
+        If the model cannot be serialized.
+    """
+    local = _local_modules()
+    by_value = [m for m in local if m.__name__ != "__main__"]
+    for module in by_value:
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        body = cloudpickle.dumps(
+            {
+                "model": model,
+                "settings": settings,
+                "jax_conversions": _local_jax_conversions(local),
+            },
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+    except Exception as exc:
+        shipped = ", ".join(m.__name__ for m in by_value) or "none"
+        raise PayloadError(
+            f"Could not serialize the model for shipping: {type(exc).__name__}: {exc}. "
+            f"Your own modules shipped by value: {shipped}. Move what the model uses "
+            "into importable, picklable functions and classes (no open files, locks or "
+            "compiled extensions of your own), or install the module in the worker image."
+        ) from exc
+    finally:
+        for module in by_value:
+            cloudpickle.unregister_pickle_by_value(module)
+    return _pack({"kind": "job", "manifest": manifest()}, body)
+
+
+def decode_job(data: bytes) -> Job:
+    """Check a job's versions against this interpreter, then load it.
+
+    Raises
+    ------
+    VersionMismatchError
+        If the payload was made with other library versions than this worker has.
+    """
+    header, body = _unpack(data)
+    theirs, ours = header.get("manifest", {}), manifest()
+    differ = [name for name in ours if theirs.get(name) != ours[name]]
+    if differ:
+        details = "; ".join(
+            f"{name}: payload {theirs.get(name, 'missing')}, worker {ours[name]}" for name in differ
+        )
+        raise VersionMismatchError(
+            f"Refusing to load a payload made with other library versions ({details}). "
+            "A pickle is only safe to load with the versions that made it: run the client "
+            "and the worker with the same versions."
+        )
+    contents = cloudpickle.loads(body)
+    return Job(contents["model"], contents["settings"], contents["jax_conversions"])
+
+
+def encode_result(result: dict[str, Any]) -> bytes:
+    """Serialize a finished run's arrays and timings."""
+    return _pack({"kind": "result", "status": "ok"}, pickle.dumps(result, pickle.HIGHEST_PROTOCOL))
+
+
+def encode_failure(exc: BaseException) -> bytes:
+    """Serialize an exception raised in the worker, with its traceback as text."""
+    remote_traceback = "".join(traceback.format_exception(exc))
+    try:
+        pickled = cloudpickle.dumps(exc)
+    except Exception:
+        pickled = b""
+    header = {
+        "kind": "result",
+        "status": "error",
+        "type": type(exc).__qualname__,
+        "message": str(exc),
+        "traceback": remote_traceback,
+    }
+    return _pack(header, pickled)
+
+
+def decode_result(data: bytes, where: str) -> dict[str, Any]:
+    """Load a worker's answer; re-raise its exception here if it failed.
+
+    Parameters
+    ----------
+    data : bytes
+        What the worker returned.
+    where : str
+        Where the worker ran, for the message of a re-raised exception.
+    """
+    header, body = _unpack(data)
+    if header["status"] == "ok":
+        return pickle.loads(body)
+    note = f"Traceback from the worker ({where}):\n{header['traceback']}"
+    try:
+        exc = cloudpickle.loads(body)
+    except Exception:
+        exc = None
+    if not isinstance(exc, BaseException):
+        raise WorkerError(f"{header['type']}: {header['message']}\n\n{note}")
+    exc.add_note(note)
+    raise exc

@@ -1,0 +1,47 @@
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pymc as pm
+import pytest
+
+# Point Modal at an empty config before anything imports modal.config, so no
+# test can find real credentials or reach Modal's servers.
+_EMPTY_MODAL_CONFIG = Path(tempfile.mkdtemp(prefix="pymc-modal-tests-"), "modal.toml")
+_EMPTY_MODAL_CONFIG.write_text("")
+os.environ["MODAL_CONFIG_PATH"] = str(_EMPTY_MODAL_CONFIG)
+
+
+@pytest.fixture(autouse=True)
+def _no_modal_credentials(monkeypatch):
+    for name in ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "MODAL_PROFILE", "PYMC_MODAL_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def make_model(n_groups: int = 4, seed: int = 0) -> pm.Model:
+    """A small hierarchical model with coords, pm.Data, a Deterministic and a Potential.
+
+    The model is built inside a function, so its pieces are closures over local
+    variables, as in most users' code.
+    """
+    rng = np.random.default_rng(seed)
+    group = np.repeat(np.arange(n_groups), 5)
+    x_values = rng.normal(size=group.size)
+    y_values = 0.5 + 1.5 * x_values + rng.normal(scale=0.5, size=group.size)
+    coords = {"group": [f"g{i}" for i in range(n_groups)], "obs": np.arange(group.size)}
+    with pm.Model(coords=coords) as model:
+        x = pm.Data("x", x_values, dims="obs")
+        mu = pm.Normal("mu", 0, 1)
+        sigma = pm.HalfNormal("sigma", 1)
+        offset = pm.Normal("offset", 0, 1, dims="group")
+        effect = pm.Deterministic("effect", mu + sigma * offset, dims="group")
+        slope = pm.Normal("slope", 0, 2)
+        pm.Potential("slope_penalty", -0.5 * slope**2)
+        pm.Normal("y", effect[group] + slope * x, 0.5, observed=y_values, dims="obs")
+    return model
+
+
+@pytest.fixture
+def model() -> pm.Model:
+    return make_model()

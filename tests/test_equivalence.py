@@ -1,0 +1,56 @@
+"""pymc_modal.sample on the local backend gives what pm.sample(nuts_sampler="numpyro") gives."""
+
+import numpy as np
+import pymc as pm
+import pytest
+
+import pymc_modal
+from pymc_modal.result import PYMC_MAJOR
+
+pytestmark = pytest.mark.slow
+
+COMMON = {"draws": 30, "tune": 30, "chains": 2, "random_seed": 11, "progressbar": False}
+
+
+def _groups(result) -> set[str]:
+    if PYMC_MAJOR >= 6:
+        return {child.lstrip("/") for child in result.children}
+    return set(result.groups())
+
+
+def _assert_same(ours, theirs) -> None:
+    assert _groups(ours) == _groups(theirs)
+    for group in _groups(theirs):
+        mine, reference = ours[group], theirs[group]
+        assert set(mine.data_vars) == set(reference.data_vars), group
+        for name in reference.data_vars:
+            assert mine[name].dims == reference[name].dims, (group, name)
+            np.testing.assert_allclose(mine[name].values, reference[name].values, rtol=1e-6)
+        for dim, values in reference.coords.items():
+            np.testing.assert_array_equal(mine.coords[dim].values, values.values)
+
+
+@pytest.mark.parametrize("chain_method", ["parallel", "vectorized"])
+def test_same_draws_groups_coords_and_dims(model, chain_method):
+    options = {"nuts_sampler_kwargs": {"chain_method": chain_method}}
+    reference = pm.sample(nuts_sampler="numpyro", model=model, **COMMON, **options)
+    ours = pymc_modal.sample(model=model, backend="local", **COMMON, **options)
+
+    assert type(ours) is type(reference)
+    _assert_same(ours, reference)
+    assert {"observed_data", "constant_data", "posterior", "sample_stats"} <= _groups(ours)
+    assert ours.attrs["pymc_modal_backend"] == "local"
+    assert ours.attrs["pymc_modal_device"].startswith("cpu")
+    for phase in ("serialize", "transfer", "start", "compile", "tune", "draw", "return"):
+        assert ours.attrs[f"pymc_modal_seconds_{phase}"] >= 0
+
+
+def test_var_names_and_log_likelihood_match(model):
+    kwargs = {"var_names": ["mu", "effect"], "idata_kwargs": {"log_likelihood": True}}
+    reference = pm.sample(nuts_sampler="numpyro", model=model, **COMMON, **kwargs)
+    with model, pymc_modal.options(backend="local"):
+        ours = pymc_modal.sample(**COMMON, **kwargs)
+
+    _assert_same(ours, reference)
+    assert set(ours["posterior"].data_vars) == {"mu", "effect"}
+    assert "log_likelihood" in _groups(ours)

@@ -1,0 +1,288 @@
+"""The Modal backend, with Modal mocked at its network boundary only.
+
+The App, Image and Function objects are Modal's own, built offline. Only
+``App.run``, ``Function.with_options`` (recorded, then passed to the real one)
+and ``Function.spawn`` are replaced; the fake call runs the real worker on the
+very bytes the client sent.
+"""
+
+import contextlib
+import importlib.metadata
+import json
+import platform
+import subprocess
+import sys
+
+import modal
+import modal.exception
+import numpy as np
+import pymc as pm
+import pytest
+
+import pymc_modal
+from pymc_modal import payload, pricing
+from pymc_modal.backends import modal as modal_backend
+from pymc_modal.config import resolve
+from pymc_modal.errors import (
+    InvalidOptionError,
+    MissingCredentialsError,
+    PymcModalError,
+    VersionMismatchError,
+)
+
+
+class FakeCall:
+    def __init__(self, answer=None, error=None):
+        self.answer, self.error, self.cancelled = answer, error, []
+
+    def get(self, timeout=None):
+        if self.error is not None:
+            raise self.error
+        return self.answer
+
+    def cancel(self, terminate_containers=False):
+        self.cancelled.append(terminate_containers)
+
+
+class FakeModal:
+    """Records what reaches Modal's network boundary; runs the worker in process."""
+
+    def __init__(self, monkeypatch):
+        self.runs, self.options, self.sent, self.calls = [], [], [], []
+        self.error = None
+        real_with_options = modal.Function.with_options
+
+        @contextlib.contextmanager
+        def run(app, *args, **kwargs):
+            self.runs.append(app)
+            yield app
+
+        def with_options(function, **kwargs):
+            self.options.append(kwargs)
+            return real_with_options(function, **kwargs)
+
+        def spawn(function, *args, **kwargs):
+            assert not kwargs
+            self.sent.append(args)
+            call = FakeCall(error=self.error)
+            if self.error is None:
+                call.answer = modal_backend.run_job(*args)
+            self.calls.append(call)
+            return call
+
+        monkeypatch.setattr(modal.App, "run", run)
+        monkeypatch.setattr(modal.Function, "with_options", with_options)
+        monkeypatch.setattr(modal.Function, "spawn", spawn)
+
+
+@pytest.fixture
+def fake_modal(monkeypatch):
+    monkeypatch.setenv("MODAL_TOKEN_ID", "ak-fake")
+    monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-fake")
+    return FakeModal(monkeypatch)
+
+
+def _tiny_model():
+    with pm.Model(coords={"k": ["a", "b"]}) as model:
+        pm.Normal("x", 0, 1, dims="k")
+    return model
+
+
+TINY = {"draws": 20, "tune": 20, "chains": 2, "random_seed": 3, "progressbar": False}
+
+
+@pytest.mark.slow
+def test_modal_run_returns_what_the_local_backend_returns(fake_modal, model):
+    on_modal = pymc_modal.sample(model=model, backend="modal", **TINY)
+    local = pymc_modal.sample(model=model, backend="local", **TINY)
+
+    assert [type(arg) for arg in fake_modal.sent[0]] == [bytes]
+    assert len(fake_modal.runs) == 1
+    assert fake_modal.options == [{"gpu": "A100", "timeout": 7200, "retries": 0}]
+    for name in local.posterior.data_vars:
+        np.testing.assert_array_equal(on_modal.posterior[name].values, local.posterior[name].values)
+    assert on_modal.attrs["pymc_modal_where"] == "Modal A100"
+    expected = pricing.PRICE_PER_SECOND["A100-40GB"] * on_modal.attrs["pymc_modal_gpu_seconds"]
+    assert on_modal.attrs["pymc_modal_cost_usd"] == pytest.approx(expected)
+    for phase in ("image", "transfer", "start", "compile", "tune", "draw", "return"):
+        assert on_modal.attrs[f"pymc_modal_seconds_{phase}"] >= 0
+
+
+@pytest.mark.slow
+def test_gpu_keyword_reaches_the_call(fake_modal):
+    pymc_modal.sample(model=_tiny_model(), backend="modal", gpu="L4", **TINY)
+    assert fake_modal.options[-1]["gpu"] == "L4"
+
+
+def test_gpu_timeout_and_retries_from_the_context_manager(fake_modal):
+    with pymc_modal.gpu("H100", timeout=600, retries=2) as options:
+        delivery = modal_backend.run(b"job", options)
+    assert fake_modal.options == [{"gpu": "H100", "timeout": 600, "retries": 2}]
+    assert delivery.where == "Modal H100"
+    assert fake_modal.sent == [(b"job",)]
+
+
+def test_gpu_from_the_environment(fake_modal, monkeypatch):
+    monkeypatch.setenv("PYMC_MODAL_GPU", "H200:2")
+    modal_backend.run(b"job", resolve())
+    assert fake_modal.options[-1]["gpu"] == "H200:2"
+
+
+def test_fallback_list_gets_its_own_app_around_the_same_function(fake_modal):
+    options = resolve(gpu=["H100", "A100-80GB"])
+    fallback_app, function = modal_backend._function_for(options)
+    assert fallback_app is not modal_backend.app
+    assert fallback_app.name == modal_backend.APP_NAME
+    delivery = modal_backend.run(b"job", options)
+    assert fake_modal.runs[-1] is not modal_backend.app
+    assert delivery.where == "Modal H100 or A100-80GB"
+
+
+@pytest.mark.parametrize("spec", ["X100", "h100:0", "A100:9", "", "H100 please"])
+def test_invalid_gpu_never_reaches_modal(fake_modal, spec):
+    with pytest.raises(InvalidOptionError, match="gpu="):
+        pymc_modal.sample(model=_tiny_model(), backend="modal", gpu=spec)
+    assert fake_modal.runs == fake_modal.options == fake_modal.sent == []
+
+
+@pytest.mark.parametrize("spec", ["T4", "l4", "A10G", "L40S", "A100-80GB", "H100!", "B200+:8"])
+def test_gpus_modal_offers_are_accepted(spec):
+    assert resolve(gpu=spec).gpu == spec
+
+
+def test_missing_credentials_say_how_to_set_them(monkeypatch):
+    calls = []
+    monkeypatch.setattr(modal.App, "run", lambda *a, **k: calls.append(a))
+    with pytest.raises(MissingCredentialsError) as info:
+        pymc_modal.sample(model=_tiny_model(), backend="modal")
+    message = str(info.value)
+    assert "modal setup" in message
+    assert "MODAL_TOKEN_ID" in message and "MODAL_TOKEN_SECRET" in message
+    assert calls == []
+
+
+def test_remote_exception_keeps_its_traceback(fake_modal, model):
+    job = payload.encode_job(model, _settings())
+    header, body = payload._unpack(job)
+    header["manifest"]["pytensor"] = "0.0.1"
+    delivery = modal_backend.run(payload._pack(header, bytes(body)), resolve())
+    with pytest.raises(VersionMismatchError) as info:
+        payload.decode_result(delivery.answer, delivery.where)
+    notes = "".join(info.value.__notes__)
+    assert "Traceback from the worker (Modal A100)" in notes
+    assert "decode_job" in notes
+
+
+def test_ctrl_c_cancels_the_remote_call(fake_modal):
+    fake_modal.error = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        modal_backend.run(b"job", resolve())
+    assert fake_modal.calls[0].cancelled == [True]
+
+
+def test_timeout_says_how_to_raise_it(fake_modal):
+    fake_modal.error = modal.exception.FunctionTimeoutError("timed out")
+    with pytest.raises(PymcModalError, match=r"timeout=SECONDS"):
+        modal_backend.run(b"job", resolve(timeout=30))
+
+
+def test_oversized_payload_is_refused_before_starting(fake_modal, monkeypatch):
+    monkeypatch.setattr(modal_backend, "MAX_PAYLOAD_BYTES", 10)
+    with pytest.raises(InvalidOptionError, match="payload"):
+        modal_backend.run(b"more than ten bytes", resolve())
+    assert fake_modal.runs == []
+
+
+def test_cost_for_a_gpu_and_duration():
+    assert pricing.cost("H100", 100.0) == pytest.approx(0.1097)
+    assert pricing.cost("a100", 272.0) == pytest.approx(272 * 0.000583)
+    assert pricing.cost("A100-80GB:2", 10.0) == pytest.approx(2 * 10 * 0.000694)
+    assert pricing.cost("H100", 100.0, price_per_second=0.001) == pytest.approx(0.1)
+
+
+def test_image_pins_the_clients_versions(monkeypatch):
+    recorded = {}
+    real_slim, real_install = modal.Image.debian_slim, modal.Image.uv_pip_install
+
+    def debian_slim(*args, **kwargs):
+        recorded["python"] = kwargs.get("python_version")
+        return real_slim(*args, **kwargs)
+
+    def uv_pip_install(image, *packages, **kwargs):
+        recorded["packages"] = packages
+        return real_install(image, *packages, **kwargs)
+
+    monkeypatch.setattr(modal.Image, "debian_slim", debian_slim)
+    monkeypatch.setattr(modal.Image, "uv_pip_install", uv_pip_install)
+    modal_backend._image()
+
+    assert recorded["python"] == ".".join(platform.python_version_tuple()[:2])
+    pins = dict(p.split("==") for p in recorded["packages"])
+    for name in ("pymc", "pytensor", "numpy", "arviz", "numpyro", "cloudpickle"):
+        assert pins[name] == importlib.metadata.version(name)
+    assert pins["jax[cuda12]"] == importlib.metadata.version("jax")
+
+
+def _settings():
+    from pymc_modal.nuts import NutsSettings
+
+    return NutsSettings(
+        draws=5,
+        tune=5,
+        chains=1,
+        target_accept=0.8,
+        seed=1,
+        initvals=None,
+        var_names=None,
+        progressbar=False,
+        log_likelihood=False,
+        float_x="float64",
+    )
+
+
+MODAL_PLATFORMS = [
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+]
+
+
+@pytest.mark.slow
+def test_image_requirements_resolve_for_modals_platform(tmp_path):
+    """Every pin and the CUDA extra exist as wheels for Linux x86_64 and this Python."""
+    platforms = [arg for p in MODAL_PLATFORMS for arg in ("--platform", p)]
+    report = tmp_path / "report.json"
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--dry-run",
+        "--quiet",
+        "--ignore-installed",
+        "--only-binary=:all:",
+        "--python-version",
+        modal_backend.python_version(),
+        *platforms,
+        "--target",
+        str(tmp_path / "target"),
+        "--report",
+        str(report),
+        *modal_backend.requirements(),
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
+    if out.returncode != 0 and any(
+        sign in out.stderr
+        for sign in ("NewConnectionError", "Max retries exceeded", "Temporary failure in name")
+    ):
+        pytest.skip(f"the package index cannot be reached: {out.stderr.strip()[-200:]}")
+    assert out.returncode == 0, out.stderr
+    names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
+    assert {"pymc", "jax", "jaxlib", "numpyro"} <= names
+    assert any(name.startswith("jax-cuda12-plugin") for name in names)
+
+
+def test_default_gpu_is_a100(fake_modal):
+    modal_backend.run(b"job", resolve())
+    assert fake_modal.options == [{"gpu": "A100", "timeout": 7200, "retries": 0}]

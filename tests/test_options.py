@@ -1,0 +1,59 @@
+"""Backend choice: keyword over context manager over environment over "auto"."""
+
+import logging
+
+import pytest
+
+import pymc_modal
+from pymc_modal import client
+from pymc_modal.config import resolve
+from pymc_modal.errors import InvalidOptionError
+
+
+def test_default_is_auto():
+    assert resolve().backend == "auto"
+
+
+def test_environment_then_context_then_keyword(monkeypatch):
+    monkeypatch.setenv("PYMC_MODAL_BACKEND", "modal")
+    assert resolve().backend == "modal"
+    with pymc_modal.options(backend="local") as current:
+        assert current.backend == "local"
+        assert resolve().backend == "local"
+        assert resolve(backend="modal").backend == "modal"
+    assert resolve().backend == "modal"
+
+
+def test_nested_blocks_restore_outer_values():
+    with pymc_modal.options(backend="local", max_result_bytes=10):
+        with pymc_modal.options(max_result_bytes=20):
+            assert resolve() == resolve(backend="local", max_result_bytes=20)
+        assert resolve().max_result_bytes == 10
+
+
+def test_invalid_values_and_names_are_refused(monkeypatch):
+    with (
+        pytest.raises(InvalidOptionError, match="backend='gpu'"),
+        pymc_modal.options(backend="gpu"),
+    ):
+        pass
+    with pytest.raises(InvalidOptionError, match="Unknown option"), pymc_modal.options(gpus=2):
+        pass
+    monkeypatch.setenv("PYMC_MODAL_BACKEND", "nowhere")
+    with pytest.raises(InvalidOptionError, match="nowhere"):
+        resolve()
+
+
+def test_auto_is_local_without_credentials_and_says_why_once(caplog):
+    client._say_why_local.cache_clear()
+    with caplog.at_level(logging.INFO, logger="pymc_modal"):
+        assert client._choose_backend("auto") == "local"
+        assert client._choose_backend("auto") == "local"
+    messages = [r.getMessage() for r in caplog.records if "modal setup" in r.getMessage()]
+    assert len(messages) == 1
+
+
+def test_auto_is_modal_with_credentials(monkeypatch):
+    monkeypatch.setenv("MODAL_TOKEN_ID", "ak-test")
+    monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-test")
+    assert client._choose_backend("auto") == "modal"

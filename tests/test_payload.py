@@ -1,0 +1,162 @@
+"""The payload: bytes, a version manifest the worker checks, the user's modules by value."""
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from pymc_modal import payload, worker
+from pymc_modal.errors import PayloadError, VersionMismatchError, WorkerError
+from pymc_modal.nuts import NutsSettings
+
+SETTINGS = NutsSettings(
+    draws=10,
+    tune=10,
+    chains=1,
+    target_accept=0.8,
+    seed=1,
+    initvals=None,
+    var_names=None,
+    progressbar=False,
+    log_likelihood=False,
+    float_x="float64",
+)
+
+
+def _with_manifest(job: bytes, **changes) -> bytes:
+    header, body = payload._unpack(job)
+    header["manifest"].update(changes)
+    return payload._pack(header, bytes(body))
+
+
+def test_job_is_bytes_with_a_readable_manifest(model):
+    job = payload.encode_job(model, SETTINGS)
+    assert isinstance(job, bytes)
+    header, _ = payload._unpack(job)
+    assert header["manifest"] == payload.manifest()
+    assert set(header["manifest"]) == {"python", *payload.PACKAGES}
+
+
+def test_worker_refuses_other_versions_naming_both_sides(model):
+    job = _with_manifest(payload.encode_job(model, SETTINGS), pymc="4.0.0", python="3.9")
+    answer = worker.run(job)
+    assert isinstance(answer, bytes)
+    with pytest.raises(VersionMismatchError) as info:
+        payload.decode_result(answer, "test worker")
+    message = str(info.value)
+    assert "pymc: payload 4.0.0, worker " + payload.manifest()["pymc"] in message
+    assert "python: payload 3.9, worker " + payload.manifest()["python"] in message
+    assert "Traceback from the worker (test worker)" in "".join(info.value.__notes__)
+
+
+def test_refusal_happens_before_unpickling(model):
+    job = _with_manifest(payload.encode_job(model, SETTINGS), numpy="0.0")
+    header, _ = payload._unpack(job)
+    poisoned = payload._pack(header, b"not a pickle at all")
+    with pytest.raises(VersionMismatchError):
+        payload.decode_job(poisoned)
+
+
+def test_non_bytes_and_foreign_bytes_are_refused():
+    with pytest.raises(PayloadError, match="Expected bytes"):
+        payload.decode_job("a string")
+    with pytest.raises(PayloadError, match="magic"):
+        payload.decode_job(b"\x80\x04 something else")
+
+
+def test_unpicklable_model_is_refused_with_the_reason(model):
+    model.lock = threading.Lock()
+    with pytest.raises(PayloadError, match="lock"):
+        payload.encode_job(model, SETTINGS)
+
+
+def test_unpicklable_exception_arrives_as_worker_error():
+    class Local(Exception):
+        def __reduce__(self):
+            raise TypeError("no pickling")
+
+    try:
+        raise Local("boom")
+    except Local as exc:
+        answer = payload.encode_failure(exc)
+    with pytest.raises(WorkerError, match="Local: boom") as info:
+        payload.decode_result(answer, "test worker")
+    assert "raise Local" in str(info.value)
+
+
+CUSTOM_OP_MODULE = textwrap.dedent(
+    """
+    import pytensor.tensor as pt
+    from pytensor.graph.basic import Apply
+    from pytensor.graph.op import Op
+    from pytensor.link.jax.dispatch import jax_funcify
+
+
+    class Double(Op):
+        itypes = [pt.dscalar]
+        otypes = [pt.dscalar]
+
+        def perform(self, node, inputs, outputs):
+            outputs[0][0] = 2.0 * inputs[0]
+
+
+    @jax_funcify.register(Double)
+    def _double_in_jax(op, **kwargs):
+        def double(x):
+            return 2.0 * x
+
+        return double
+    """
+)
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """A module of the user's own, importable here but not by the worker."""
+    (tmp_path / "my_private_ops.py").write_text(CUSTOM_OP_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import my_private_ops
+
+    yield my_private_ops
+    del sys.modules["my_private_ops"]
+
+
+def test_custom_op_from_a_user_module_travels_by_value(user_module, tmp_path):
+    import pymc as pm
+
+    with pm.Model() as model:
+        x = pm.Normal("x", 0, 1)
+        pm.Deterministic("twice", user_module.Double()(x))
+    job = tmp_path / "job"
+    job.write_bytes(payload.encode_job(model, SETTINGS))
+    assert b"my_private_ops" in job.read_bytes()
+
+    # The worker, in a fresh interpreter that cannot import my_private_ops,
+    # loads the model, registers the Op's JAX conversion and samples it.
+    script = textwrap.dedent(
+        f"""
+        import importlib.util, pathlib
+        import numpy as np
+        from pymc_modal import payload, worker
+        assert importlib.util.find_spec("my_private_ops") is None
+        answer = worker.run(pathlib.Path({str(job)!r}).read_bytes())
+        posterior = payload.decode_result(answer, "subprocess")["posterior"]
+        np.testing.assert_allclose(posterior["twice"], 2 * posterior["x"])
+        print("sampled", posterior["x"].shape)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd="/", check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "sampled (1, 10)"
+
+
+def test_header_is_json():
+    packed = payload._pack({"kind": "x"}, b"body")
+    header, body = payload._unpack(packed)
+    assert header == {"kind": "x"} and bytes(body) == b"body"
+    assert json.loads(json.dumps(header)) == header

@@ -1,0 +1,116 @@
+"""Every job that can be seen to fail is refused on the client, before anything is shipped."""
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+import pytest
+from pytensor.compile.ops import as_op
+
+import pymc_modal
+from pymc_modal import client
+from pymc_modal.errors import (
+    DiscreteVariablesError,
+    InvalidOptionError,
+    JaxConversionError,
+    NoFreeVariablesError,
+    ResultTooLargeError,
+    UnknownVarNamesError,
+    UnsupportedArgumentError,
+)
+
+
+@pytest.fixture(autouse=True)
+def _nothing_shipped(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a job was shipped although preflight should have refused it")
+
+    monkeypatch.setattr(client, "_run", refuse)
+
+
+def test_no_free_variables():
+    with pm.Model() as model:
+        pm.Normal("y", 0, 1, observed=[0.1, 0.2])
+    with pytest.raises(NoFreeVariablesError, match="sample_prior_predictive"):
+        pymc_modal.sample(model=model, backend="local")
+
+
+def test_discrete_free_variable_is_named():
+    with pm.Model() as model:
+        pm.Poisson("count", 3.0)
+        pm.Normal("x", 0, 1)
+    with pytest.raises(DiscreteVariablesError, match="count"):
+        pymc_modal.sample(model=model, backend="local")
+
+
+def test_unknown_var_names_lists_the_valid_ones(model):
+    with pytest.raises(UnknownVarNamesError, match="'nope'.*Choose among: .*mu"):
+        pymc_modal.sample(model=model, var_names=["mu", "nope"], backend="local")
+
+
+def test_observed_variable_in_var_names_is_refused(model):
+    with pytest.raises(UnknownVarNamesError, match="'y'"):
+        pymc_modal.sample(model=model, var_names=["y"], backend="local")
+
+
+@as_op(itypes=[pt.dscalar], otypes=[pt.dscalar])
+def _python_only(x):
+    return np.asarray(x * 2.0)
+
+
+def test_op_without_jax_conversion():
+    with pm.Model() as model:
+        x = pm.Normal("x", 0, 1)
+        pm.Potential("p", _python_only(x))
+    with pytest.raises(JaxConversionError, match="jax_funcify"):
+        pymc_modal.sample(model=model, backend="local")
+
+
+def test_result_too_large_points_to_var_names(model):
+    with (
+        pymc_modal.options(max_result_bytes=10_000),
+        pytest.raises(ResultTooLargeError, match="var_names"),
+    ):
+        pymc_modal.sample(model=model, draws=1000, chains=4, backend="local")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"step": object()}, "step="),
+        ({"cores": 4}, "chains= instead"),
+        ({"init": "adapt_diag"}, "initvals"),
+        ({"nuts_sampler": "pymc"}, "nuts_sampler='pymc'"),
+        ({"return_inferencedata": False}, "return_inferencedata"),
+        ({"discard_tuned_samples": False}, "discard_tuned_samples"),
+        ({"not_an_argument": 1}, "not_an_argument"),
+    ],
+)
+def test_unsupported_arguments(model, kwargs, match):
+    with pytest.raises(UnsupportedArgumentError, match=match):
+        pymc_modal.sample(model=model, backend="local", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"nuts_sampler_kwargs": {"max_tree_depht": 5}}, "max_tree_depht"),
+        ({"nuts_sampler_kwargs": {"chain_method": "threads"}}, "chain_method"),
+        ({"nuts": {"target_accept": 0.9}, "target_accept": 0.95}, "twice"),
+        ({"random_seed": -1}, "random_seed = -1"),
+        ({"backend": "cloud"}, "backend='cloud'"),
+    ],
+)
+def test_invalid_options(model, kwargs, match):
+    with pytest.raises(InvalidOptionError, match=match):
+        pymc_modal.sample(model=model, **{"backend": "local", **kwargs})
+
+
+def test_default_arguments_are_accepted(model):
+    with pytest.raises(AssertionError, match="was shipped"):
+        pymc_modal.sample(
+            model=model,
+            backend="local",
+            return_inferencedata=True,
+            discard_tuned_samples=True,
+            nuts={"max_tree_depth": 8, "chain_method": "vectorized"},
+        )
