@@ -115,12 +115,31 @@ def _local_jax_conversions(local: list[types.ModuleType]) -> list[tuple[type, An
     ]
 
 
+def _without_coord_values(model):
+    """A shallow copy of ``model`` whose coords keep their names but not their values.
+
+    The worker needs only the dims' lengths, which the model holds apart from
+    the coords; the values (often one label per observation, pickled one
+    object at a time) stay here, where the result is labelled.
+    """
+    # Not copy.copy: a Model's __copy__ clones its graph, and the settings'
+    # initvals must keep referring to the very variables that are shipped.
+    light = object.__new__(type(model))
+    for name, value in model.__dict__.items():
+        if isinstance(value, types.MethodType) and value.__self__ is model:
+            value = types.MethodType(value.__func__, light)  # e.g. str_repr
+        light.__dict__[name] = value
+    light._coords = dict.fromkeys(model.coords)
+    return light
+
+
 def encode_job(model, settings) -> bytes:
     """Serialize a model and its settings, shipping the user's own modules by value.
 
     Functions, classes and custom Ops that come from modules outside the
     installed libraries cannot be imported by the worker, so they are pickled
     by value, and JAX conversions registered for such Ops travel with them.
+    Coordinate values are not shipped (see :func:`_without_coord_values`).
 
     Raises
     ------
@@ -134,7 +153,7 @@ def encode_job(model, settings) -> bytes:
     try:
         body = cloudpickle.dumps(
             {
-                "model": model,
+                "model": _without_coord_values(model),
                 "settings": settings,
                 "jax_conversions": _local_jax_conversions(local),
             },

@@ -45,3 +45,22 @@ def make_model(n_groups: int = 4, seed: int = 0) -> pm.Model:
 @pytest.fixture
 def model() -> pm.Model:
     return make_model()
+
+
+@pytest.fixture
+def settings():
+    """Settings of a short single-chain run."""
+    from pymc_modal.nuts import NutsSettings
+
+    return NutsSettings(
+        draws=10,
+        tune=10,
+        chains=1,
+        target_accept=0.8,
+        seed=1,
+        initvals=None,
+        var_names=None,
+        progressbar=False,
+        log_likelihood=False,
+        float_x="float64",
+    )

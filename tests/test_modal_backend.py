@@ -161,8 +161,8 @@ def test_missing_credentials_say_how_to_set_them(monkeypatch):
     assert calls == []
 
 
-def test_remote_exception_keeps_its_traceback(fake_modal, model):
-    job = payload.encode_job(model, _settings())
+def test_remote_exception_keeps_its_traceback(fake_modal, model, settings):
+    job = payload.encode_job(model, settings)
     header, body = payload._unpack(job)
     header["manifest"]["pytensor"] = "0.0.1"
     delivery = modal_backend.run(payload._pack(header, bytes(body)), resolve())
@@ -221,23 +221,6 @@ def test_image_pins_the_clients_versions(monkeypatch):
     for name in ("pymc", "pytensor", "numpy", "arviz", "numpyro", "cloudpickle"):
         assert pins[name] == importlib.metadata.version(name)
     assert pins["jax[cuda12]"] == importlib.metadata.version("jax")
-
-
-def _settings():
-    from pymc_modal.nuts import NutsSettings
-
-    return NutsSettings(
-        draws=5,
-        tune=5,
-        chains=1,
-        target_accept=0.8,
-        seed=1,
-        initvals=None,
-        var_names=None,
-        progressbar=False,
-        log_likelihood=False,
-        float_x="float64",
-    )
 
 
 MODAL_PLATFORMS = [

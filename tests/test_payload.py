@@ -10,20 +10,6 @@ import pytest
 
 from pymc_modal import payload, worker
 from pymc_modal.errors import PayloadError, VersionMismatchError, WorkerError
-from pymc_modal.nuts import NutsSettings
-
-SETTINGS = NutsSettings(
-    draws=10,
-    tune=10,
-    chains=1,
-    target_accept=0.8,
-    seed=1,
-    initvals=None,
-    var_names=None,
-    progressbar=False,
-    log_likelihood=False,
-    float_x="float64",
-)
 
 
 def _with_manifest(job: bytes, **changes) -> bytes:
@@ -32,16 +18,16 @@ def _with_manifest(job: bytes, **changes) -> bytes:
     return payload._pack(header, bytes(body))
 
 
-def test_job_is_bytes_with_a_readable_manifest(model):
-    job = payload.encode_job(model, SETTINGS)
+def test_job_is_bytes_with_a_readable_manifest(model, settings):
+    job = payload.encode_job(model, settings)
     assert isinstance(job, bytes)
     header, _ = payload._unpack(job)
     assert header["manifest"] == payload.manifest()
     assert set(header["manifest"]) == {"python", *payload.PACKAGES}
 
 
-def test_worker_refuses_other_versions_naming_both_sides(model):
-    job = _with_manifest(payload.encode_job(model, SETTINGS), pymc="4.0.0", python="3.9")
+def test_worker_refuses_other_versions_naming_both_sides(model, settings):
+    job = _with_manifest(payload.encode_job(model, settings), pymc="4.0.0", python="3.9")
     answer = worker.run(job)
     assert isinstance(answer, bytes)
     with pytest.raises(VersionMismatchError) as info:
@@ -52,8 +38,8 @@ def test_worker_refuses_other_versions_naming_both_sides(model):
     assert "Traceback from the worker (test worker)" in "".join(info.value.__notes__)
 
 
-def test_refusal_happens_before_unpickling(model):
-    job = _with_manifest(payload.encode_job(model, SETTINGS), numpy="0.0")
+def test_refusal_happens_before_unpickling(model, settings):
+    job = _with_manifest(payload.encode_job(model, settings), numpy="0.0")
     header, _ = payload._unpack(job)
     poisoned = payload._pack(header, b"not a pickle at all")
     with pytest.raises(VersionMismatchError):
@@ -67,10 +53,10 @@ def test_non_bytes_and_foreign_bytes_are_refused():
         payload.decode_job(b"\x80\x04 something else")
 
 
-def test_unpicklable_model_is_refused_with_the_reason(model):
+def test_unpicklable_model_is_refused_with_the_reason(model, settings):
     model.lock = threading.Lock()
     with pytest.raises(PayloadError, match="lock"):
-        payload.encode_job(model, SETTINGS)
+        payload.encode_job(model, settings)
 
 
 def test_unpicklable_exception_arrives_as_worker_error():
@@ -124,14 +110,14 @@ def user_module(tmp_path, monkeypatch):
     del sys.modules["my_private_ops"]
 
 
-def test_custom_op_from_a_user_module_travels_by_value(user_module, tmp_path):
+def test_custom_op_from_a_user_module_travels_by_value(user_module, tmp_path, settings):
     import pymc as pm
 
     with pm.Model() as model:
         x = pm.Normal("x", 0, 1)
         pm.Deterministic("twice", user_module.Double()(x))
     job = tmp_path / "job"
-    job.write_bytes(payload.encode_job(model, SETTINGS))
+    job.write_bytes(payload.encode_job(model, settings))
     assert b"my_private_ops" in job.read_bytes()
 
     # The worker, in a fresh interpreter that cannot import my_private_ops,
@@ -160,3 +146,19 @@ def test_header_is_json():
     header, body = payload._unpack(packed)
     assert header == {"kind": "x"} and bytes(body) == b"body"
     assert json.loads(json.dumps(header)) == header
+
+
+def test_coordinate_values_stay_on_the_client(settings):
+    import numpy as np
+    import pymc as pm
+
+    y = np.zeros(200_000, dtype="float64")
+    with pm.Model(coords={"obs": np.arange(y.size), "k": ["a", "b"]}) as model:
+        x = pm.Normal("x", 0, 1, dims="k")
+        pm.Normal("y", x[0], 1, observed=y, dims="obs")
+    job = payload.encode_job(model, settings)
+    assert len(job) < 1.05 * y.nbytes
+    shipped = payload.decode_job(job).model
+    assert shipped.coords == {"obs": None, "k": None}
+    assert int(shipped.dim_lengths["obs"].eval()) == y.size
+    assert model.coords["k"] == ("a", "b")
