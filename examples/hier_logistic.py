@@ -24,6 +24,7 @@ import arviz as az
 import numpy as np
 import pymc as pm
 import pytensor
+import pytensor.tensor as pt
 
 import pymc_modal
 from pymc_modal.backends.modal import credentials_configured
@@ -62,7 +63,9 @@ def build_model(data: dict) -> pm.Model:
     }
     with pm.Model(coords=coords) as model:
         x = pm.Data("x", data["x"], dims=("obs", "covariate"))
-        group = pm.Data("group_index", data["group"], dims="obs")
+        # Not pm.Data: with floatX=float32 PyMC stores integer data as int16,
+        # which cannot index 100,000 groups.
+        group = pt.as_tensor_variable(data["group"])
         alpha = pm.Normal("alpha", 0.0, 1.5)
         beta = pm.Normal("beta", 0.0, 1.0, dims="covariate")
         sigma_alpha = pm.HalfNormal("sigma_alpha", 1.0)

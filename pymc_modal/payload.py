@@ -9,8 +9,10 @@ not safe to load with another.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
+import os
 import pickle
 import platform
 import site
@@ -19,7 +21,6 @@ import sys
 import sysconfig
 import traceback
 import types
-from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -73,32 +74,31 @@ class Job:
         self.jax_conversions = jax_conversions
 
 
-def _installed_roots() -> tuple[Path, ...]:
+@functools.cache
+def _installed_roots() -> tuple[str, ...]:
+    """Folders of the standard library and of installed packages, as given and resolved."""
     paths = sysconfig.get_paths()
     roots = [paths[name] for name in ("stdlib", "platstdlib", "purelib", "platlib")]
     roots += [*site.getsitepackages(), site.getusersitepackages()]
-    return tuple(Path(root).resolve() for root in roots)
+    both = {os.path.join(path, "") for root in roots for path in (root, os.path.realpath(root))}
+    return tuple(sorted(both))
 
 
-def _is_local(module: types.ModuleType, roots: tuple[Path, ...]) -> bool:
+def _is_local(module: types.ModuleType) -> bool:
     """Whether a module is the user's own code rather than an installed library."""
     if module.__name__ == "__main__":
         return True
     if module.__name__.partition(".")[0] == "pymc_modal":
         return False
     file = getattr(module, "__file__", None)
-    if not file:
-        return False
-    path = Path(file).resolve()
-    return not any(path.is_relative_to(root) for root in roots)
+    return bool(file) and not file.startswith(_installed_roots())
 
 
 def _local_modules() -> list[types.ModuleType]:
-    roots = _installed_roots()
     tops = {
         name.partition(".")[0]
         for name, module in list(sys.modules.items())
-        if isinstance(module, types.ModuleType) and _is_local(module, roots)
+        if isinstance(module, types.ModuleType) and _is_local(module)
     }
     return [sys.modules[name] for name in sorted(tops) if name in sys.modules]
 

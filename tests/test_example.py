@@ -44,3 +44,21 @@ def test_tiny_flagship_runs_and_writes_the_plot(tmp_path):
     assert plot.read_bytes().startswith(b"\x89PNG")
     assert set(out["idata"]["posterior"].data_vars) == set(example.FIXED_EFFECTS)
     assert out["recovery"]["max_abs_error"] < 1.0
+
+
+def test_group_index_is_not_narrowed_at_full_size():
+    import pytensor
+    from pytensor.compile.sharedvalue import SharedVariable
+    from pytensor.graph.basic import Constant, graph_inputs
+
+    example = _load_example()
+    data = example.simulate(observations=50, groups=40_000, covariates=2)
+    data["group"][-1] = 39_999
+    with pytensor.config.change_flags(floatX="float32"):
+        model = example.build_model(data)
+    indices = [
+        var.data if isinstance(var, Constant) else var.get_value()
+        for var in graph_inputs([model["y"]])
+        if isinstance(var, Constant | SharedVariable) and "int" in str(getattr(var, "dtype", ""))
+    ]
+    assert any(np.array_equal(index, data["group"]) for index in indices)
