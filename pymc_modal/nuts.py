@@ -1,16 +1,16 @@
 """Sample a PyMC model with NumPyro's NUTS, phase by phase, as PyMC's JAX path does.
 
-This is ``pymc.sampling.jax.sample_jax_nuts(nuts_sampler="numpyro")`` with its
-run split into warm-up and draws, so that the seconds spent compiling, tuning
-and drawing can be reported, and with the result left as plain arrays for the
-client to wrap. The draws are those PyMC itself would give for the same seed.
+This is ``pymc.sampling.jax.sample_jax_nuts(nuts_sampler="numpyro")`` timed by
+phase (compiling, tuning, drawing, post-processing) and with the result left as
+plain arrays for the client to wrap. The draws are those PyMC itself would give
+for the same seed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -76,14 +76,33 @@ class _CompileClock:
             self.seconds += duration
 
 
-def _timed(fn: Callable[[], Any], clock: _CompileClock) -> tuple[float, float]:
-    """Run ``fn`` to completion; return (seconds compiling, seconds running)."""
-    compiled_before = clock.seconds
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    wall = time.perf_counter() - start
-    compile_seconds = clock.seconds - compiled_before
-    return compile_seconds, wall - compile_seconds
+class _TuningEnd:
+    """Notes when the last chain has finished its tuning iterations.
+
+    NumPyro runs warm-up and draws as one compiled loop; splitting them into two
+    runs would compile it twice. Instead the kernel reports each iteration's
+    index to the host, and the first report past the warm-up marks the split.
+    """
+
+    def __init__(self, tune: int) -> None:
+        self.tune = tune
+        self.time: float | None = None
+
+    def __call__(self, iteration) -> None:
+        if self.time is None and int(np.min(iteration)) >= self.tune:
+            self.time = time.perf_counter()
+
+
+def _timed_nuts(tuning_end: _TuningEnd):
+    from numpyro.infer import NUTS
+
+    class TimedNUTS(NUTS):
+        def sample(self, state, model_args, model_kwargs):
+            new_state = super().sample(state, model_args, model_kwargs)
+            jax.debug.callback(tuning_end, new_state.i)
+            return new_state
+
+    return TimedNUTS
 
 
 def sample(model, settings: NutsSettings) -> dict[str, Any]:
@@ -102,7 +121,7 @@ def sample(model, settings: NutsSettings) -> dict[str, Any]:
         attributes; ``seconds``: compile, tune, draw and postprocess times;
         ``device``: the JAX device that ran it.
     """
-    from numpyro.infer import MCMC, NUTS
+    from numpyro.infer import MCMC
     from pymc.sampling.jax import (
         _get_batched_jittered_initial_points,
         _get_log_likelihood,
@@ -128,8 +147,12 @@ def sample(model, settings: NutsSettings) -> dict[str, Any]:
         "dense_mass": False,
         **settings.nuts_kwargs,
     }
+    tuning_end = _TuningEnd(settings.tune)
+    kernel = _timed_nuts(tuning_end)(
+        potential_fn=logp_fn, target_accept_prob=settings.target_accept, **nuts_kwargs
+    )
     mcmc = MCMC(
-        NUTS(potential_fn=logp_fn, target_accept_prob=settings.target_accept, **nuts_kwargs),
+        kernel,
         num_warmup=settings.tune,
         num_samples=settings.draws,
         num_chains=settings.chains,
@@ -144,24 +167,16 @@ def sample(model, settings: NutsSettings) -> dict[str, Any]:
     clock = _CompileClock()
     jax.monitoring.register_event_duration_secs_listener(clock)
     try:
-        compile_tune, tune_seconds = 0.0, 0.0
-        if settings.tune > 0:
-
-            def warmup():
-                mcmc.warmup(key, init_params=initial_points, extra_fields=EXTRA_FIELDS)
-                return mcmc.post_warmup_state
-
-            compile_tune, tune_seconds = _timed(warmup, clock)
-            # Continuing from the warm-up state's own key gives the draws a single run would.
-            key = mcmc.post_warmup_state.rng_key
-
-        def draw():
-            mcmc.run(key, init_params=initial_points, extra_fields=EXTRA_FIELDS)
-            return mcmc.last_state
-
-        compile_draw, draw_seconds = _timed(draw, clock)
+        start = time.perf_counter()
+        mcmc.run(key, init_params=initial_points, extra_fields=EXTRA_FIELDS)
+        jax.block_until_ready(mcmc.last_state)
+        end = time.perf_counter()
     finally:
         jax.monitoring.unregister_event_duration_listener(clock)
+    compile_seconds = clock.seconds
+    split = end if tuning_end.time is None else tuning_end.time
+    tune_seconds = max(0.0, split - start - compile_seconds)
+    draw_seconds = end - split
 
     start = time.perf_counter()
     raw_samples = mcmc.get_samples(group_by_chain=True)
@@ -190,7 +205,6 @@ def sample(model, settings: NutsSettings) -> dict[str, Any]:
     posterior = {v.name: np.asarray(value) for v, value in zip(kept, values, strict=True)}
     postprocess_seconds = time.perf_counter() - start
 
-    compile_seconds = compile_tune + compile_draw
     device = jax.devices()[0]
     return {
         "posterior": posterior,
