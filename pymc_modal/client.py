@@ -11,6 +11,7 @@ import functools
 import inspect
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,9 +52,9 @@ _DRIVER_OPTIONS = {
     "jitter": None,
     "keep_untransformed": None,
     "chain_method": ("parallel", "vectorized", "sequential"),
-    "postprocessing_backend": (None, "cpu", "gpu"),
-    "postprocessing_vectorize": ("vmap", "scan"),
 }
+# Options of PyMC's JAX path that place a post-processing step this path does not have.
+_NO_EFFECT = ("postprocessing_backend", "postprocessing_vectorize", "postprocessing_chunks")
 
 
 def _refuse_unsupported(kwargs: dict[str, Any], nuts_sampler: str) -> None:
@@ -102,6 +103,16 @@ def _sampler_options(
             )
         target_accept = merged.pop("target_accept")
     driver = {name: merged.pop(name) for name in _DRIVER_OPTIONS if name in merged}
+    for name in _NO_EFFECT:
+        if name in merged:
+            merged.pop(name)
+            warnings.warn(
+                f"{name} has no effect: pymc_modal turns each draw into the variables it "
+                "returns on the device as the draw is collected, so there is no separate "
+                "post-processing step (and no out-of-memory at 'Transforming variables').",
+                UserWarning,
+                stacklevel=3,
+            )
     kernel.update(merged)
     unknown = sorted(set(kernel) - _kernel_options())
     if unknown:
@@ -238,9 +249,11 @@ def sample(
     nuts_sampler_kwargs, nuts : dict, optional
         Sampler options, as ``pm.sample`` takes them in PyMC 5
         (``nuts_sampler_kwargs``) or PyMC 6 (``nuts``): ``chain_method``,
-        ``jitter``, ``keep_untransformed``, ``postprocessing_backend``,
-        ``postprocessing_vectorize``, ``nuts_kwargs``; any other key is passed
-        to ``numpyro.infer.NUTS`` (e.g. ``max_tree_depth``).
+        ``jitter``, ``keep_untransformed``, ``nuts_kwargs``; any other key is
+        passed to ``numpyro.infer.NUTS`` (e.g. ``max_tree_depth``). Each draw
+        is reduced on the device to the variables the result keeps as it is
+        collected, so ``postprocessing_*`` options have no effect (a warning
+        says so).
     compute_convergence_checks : bool, default True
         Warn about R-hat, ESS and divergences, as ``pm.sample`` does.
     model : pymc.Model, optional
@@ -324,9 +337,9 @@ def sample(
     if compute_convergence_checks:
         from pymc.stats.convergence import log_warnings, run_convergence_checks
 
-        warnings = run_convergence_checks(idata, model)
+        found = run_convergence_checks(idata, model)
         if not quiet:
-            log_warnings(warnings)
+            log_warnings(found)
     if not quiet:
         cost = attrs["pymc_modal_cost_usd"]
         _log.info(

@@ -60,8 +60,6 @@ class NutsSettings:
     jitter: bool = True
     keep_untransformed: bool = False
     chain_method: str = "parallel"
-    postprocessing_backend: str | None = None
-    postprocessing_vectorize: str = "vmap"
     nuts_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -124,9 +122,7 @@ def sample(model, settings: NutsSettings) -> dict[str, Any]:
     from numpyro.infer import MCMC
     from pymc.sampling.jax import (
         _get_batched_jittered_initial_points,
-        _get_log_likelihood,
         _numpyro_stats_to_dict,
-        _postprocess_samples,
         get_default_varnames,
         get_jaxified_graph,
         get_jaxified_logp,
@@ -147,6 +143,18 @@ def sample(model, settings: NutsSettings) -> dict[str, Any]:
         "dense_mass": False,
         **settings.nuts_kwargs,
     }
+    if settings.var_names is None:
+        kept = model.unobserved_value_vars
+    else:
+        kept = [v for v in model.unobserved_value_vars if v.name in settings.var_names]
+    kept = list(get_default_varnames(kept, include_transformed=settings.keep_untransformed))
+    observed = model.observed_RVs if settings.log_likelihood else []
+    # Each draw is turned into what the result keeps as it is collected, so the
+    # device never holds every unconstrained value of every draw.
+    transform = get_jaxified_graph(
+        inputs=model.value_vars, outputs=[*kept, *model.logp(observed, sum=False)]
+    )
+
     tuning_end = _TuningEnd(settings.tune)
     kernel = _timed_nuts(tuning_end)(
         potential_fn=logp_fn, target_accept_prob=settings.target_accept, **nuts_kwargs
@@ -156,7 +164,7 @@ def sample(model, settings: NutsSettings) -> dict[str, Any]:
         num_warmup=settings.tune,
         num_samples=settings.draws,
         num_chains=settings.chains,
-        postprocess_fn=None,
+        postprocess_fn=lambda z: transform(*z),
         chain_method=settings.chain_method,
         progress_bar=settings.progressbar,
     )
@@ -179,39 +187,19 @@ def sample(model, settings: NutsSettings) -> dict[str, Any]:
     draw_seconds = end - split
 
     start = time.perf_counter()
-    raw_samples = mcmc.get_samples(group_by_chain=True)
+    values = [np.asarray(value) for value in mcmc.get_samples(group_by_chain=True)]
     sample_stats = _numpyro_stats_to_dict(mcmc)
-    log_likelihood = None
-    if settings.log_likelihood:
-        log_likelihood = _get_log_likelihood(
-            model,
-            raw_samples,
-            backend=settings.postprocessing_backend,
-            postprocessing_vectorize=settings.postprocessing_vectorize,
-        )
-    if settings.var_names is None:
-        kept = model.unobserved_value_vars
-    else:
-        kept = [v for v in model.unobserved_value_vars if v.name in settings.var_names]
-    kept = list(get_default_varnames(kept, include_transformed=settings.keep_untransformed))
-    values = _postprocess_samples(
-        get_jaxified_graph(inputs=model.value_vars, outputs=kept),
-        raw_samples,
-        postprocessing_backend=settings.postprocessing_backend,
-        postprocessing_vectorize=settings.postprocessing_vectorize,
-        donate_samples=True,
-    )
-    del raw_samples
-    posterior = {v.name: np.asarray(value) for v, value in zip(kept, values, strict=True)}
+    posterior = {v.name: value for v, value in zip(kept, values[: len(kept)], strict=True)}
+    log_likelihood = {
+        rv.name: value for rv, value in zip(observed, values[len(kept) :], strict=True)
+    }
     postprocess_seconds = time.perf_counter() - start
 
     device = jax.devices()[0]
     return {
         "posterior": posterior,
         "sample_stats": {name: np.asarray(value) for name, value in sample_stats.items()},
-        "log_likelihood": None
-        if log_likelihood is None
-        else {name: np.asarray(value) for name, value in log_likelihood.items()},
+        "log_likelihood": log_likelihood if settings.log_likelihood else None,
         "attrs": {
             "sampling_time": compile_seconds + tune_seconds + draw_seconds,
             "tuning_steps": settings.tune,

@@ -114,3 +114,13 @@ def test_default_arguments_are_accepted(model):
             discard_tuned_samples=True,
             nuts={"max_tree_depth": 8, "chain_method": "vectorized"},
         )
+
+
+def test_postprocessing_options_warn_that_they_have_no_effect(model):
+    with (
+        pytest.warns(UserWarning, match="postprocessing_backend has no effect"),
+        pytest.raises(AssertionError, match="was shipped"),
+    ):
+        pymc_modal.sample(
+            model=model, backend="local", nuts_sampler_kwargs={"postprocessing_backend": "cpu"}
+        )
