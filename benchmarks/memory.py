@@ -36,7 +36,7 @@ def one(how: str, groups: int, draws: int, tune: int, chains: int) -> dict:
         "progressbar": False,
         "compute_convergence_checks": False,
     }
-    sampler = {"chain_method": "vectorized", "max_tree_depth": 4}
+    sampler = {"chain_method": "vectorized", "nuts_kwargs": {"max_tree_depth": 4}}
     start = time.perf_counter()
     with pytensor.config.change_flags(floatX="float32"):
         model = build_model(data)

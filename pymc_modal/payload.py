@@ -35,15 +35,21 @@ __all__ = [
     "encode_job",
     "encode_result",
     "manifest",
+    "python_version",
 ]
 
 MAGIC = b"pymc-modal/1\n"
 PACKAGES = ("pymc", "pytensor", "numpy", "cloudpickle", "jax", "numpyro", "arviz")
 
 
+def python_version() -> str:
+    """This interpreter's major.minor version, e.g. ``"3.11"``."""
+    return ".".join(platform.python_version_tuple()[:2])
+
+
 def manifest() -> dict[str, str]:
     """Versions that must be equal on both sides for a payload to be loaded."""
-    versions = {"python": ".".join(platform.python_version_tuple()[:2])}
+    versions = {"python": python_version()}
     versions.update({name: importlib.metadata.version(name) for name in PACKAGES})
     return versions
 

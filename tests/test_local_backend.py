@@ -1,6 +1,7 @@
 """The local backend: a fresh process, output relayed live, errors with their traceback, Ctrl-C."""
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -62,7 +63,9 @@ def test_ctrl_c_stops_the_worker_and_leaves_nothing_running():
         # The worker's progress bar (carriage returns, no newlines) reaches the
         # client's terminal while it runs.
         seen = b""
-        while b"warmup" not in seen:
+        while b"it/s" not in seen:
+            ready, _, _ = select.select([client.stderr], [], [], 300)
+            assert ready, f"no progress from the worker in 300 s:\n{seen.decode()}"
             chunk = os.read(client.stderr.fileno(), 4096)
             assert chunk, f"client ended early:\n{seen.decode()}"
             seen += chunk

@@ -246,7 +246,7 @@ def test_image_requirements_resolve_for_modals_platform(tmp_path):
         "--ignore-installed",
         "--only-binary=:all:",
         "--python-version",
-        modal_backend.python_version(),
+        payload.python_version(),
         *platforms,
         "--target",
         str(tmp_path / "target"),

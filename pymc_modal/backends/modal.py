@@ -12,7 +12,6 @@ are applied with ``Function.with_options``, not by one function per GPU.
 from __future__ import annotations
 
 import importlib.metadata
-import platform
 import time
 from collections.abc import Callable
 
@@ -23,6 +22,7 @@ import modal.exception
 from pymc_modal.backends import Delivery
 from pymc_modal.config import DEFAULT_TIMEOUT, Options
 from pymc_modal.errors import InvalidOptionError, MissingCredentialsError, PymcModalError
+from pymc_modal.payload import python_version
 from pymc_modal.pricing import DEFAULT_GPU
 
 __all__ = [
@@ -48,13 +48,9 @@ def requirements() -> list[str]:
     return [*pins, f"jax[{CUDA_EXTRA}]=={importlib.metadata.version('jax')}"]
 
 
-def python_version() -> str:
-    """The client's Python major.minor, which the image must match for pickles to load."""
-    return ".".join(platform.python_version_tuple()[:2])
-
-
 def _image() -> modal.Image:
     return (
+        # The image's Python must be the client's for its pickles to load.
         modal.Image.debian_slim(python_version=python_version())
         .uv_pip_install(*requirements())
         .add_local_python_source("pymc_modal")
