@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["EXTRA_FIELDS", "NutsSettings", "sample"]
+__all__ = ["EXTRA_FIELDS", "NutsSettings", "kept_variables", "sample"]
 
 # The per-draw statistics PyMC asks NumPyro for.
 EXTRA_FIELDS = (
@@ -103,6 +103,16 @@ def _timed_nuts(tuning_end: _TuningEnd):
     return TimedNUTS
 
 
+def kept_variables(model, settings: NutsSettings) -> list:
+    """The variables a run returns, in terms of the model's value variables, as PyMC picks them."""
+    from pymc.sampling.jax import get_default_varnames
+
+    kept = model.unobserved_value_vars
+    if settings.var_names is not None:
+        kept = [v for v in kept if v.name in settings.var_names]
+    return list(get_default_varnames(kept, include_transformed=settings.keep_untransformed))
+
+
 def sample(model, settings: NutsSettings) -> dict[str, Any]:
     """Sample ``model`` with NumPyro NUTS as ``pm.sample(nuts_sampler="numpyro")`` would.
 
@@ -123,7 +133,6 @@ def sample(model, settings: NutsSettings) -> dict[str, Any]:
     from pymc.sampling.jax import (
         _get_batched_jittered_initial_points,
         _numpyro_stats_to_dict,
-        get_default_varnames,
         get_jaxified_graph,
         get_jaxified_logp,
     )
@@ -143,11 +152,7 @@ def sample(model, settings: NutsSettings) -> dict[str, Any]:
         "dense_mass": False,
         **settings.nuts_kwargs,
     }
-    if settings.var_names is None:
-        kept = model.unobserved_value_vars
-    else:
-        kept = [v for v in model.unobserved_value_vars if v.name in settings.var_names]
-    kept = list(get_default_varnames(kept, include_transformed=settings.keep_untransformed))
+    kept = kept_variables(model, settings)
     observed = model.observed_RVs if settings.log_likelihood else []
     # Each draw is turned into what the result keeps as it is collected, so the
     # device never holds every unconstrained value of every draw.

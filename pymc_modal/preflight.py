@@ -19,7 +19,7 @@ from pymc_modal.errors import (
     ResultTooLargeError,
     UnknownVarNamesError,
 )
-from pymc_modal.nuts import EXTRA_FIELDS, NutsSettings
+from pymc_modal.nuts import EXTRA_FIELDS, NutsSettings, kept_variables
 
 __all__ = ["check", "result_bytes"]
 
@@ -64,12 +64,9 @@ def _abstract_point(model) -> list[jax.ShapeDtypeStruct]:
 
 def _jaxify(model, settings: NutsSettings):
     """Convert the log density and the returned variables to JAX and trace them abstractly."""
-    from pymc.sampling.jax import get_default_varnames, get_jaxified_graph, get_jaxified_logp
+    from pymc.sampling.jax import get_jaxified_graph, get_jaxified_logp
 
-    kept = model.unobserved_value_vars
-    if settings.var_names is not None:
-        kept = [v for v in kept if v.name in settings.var_names]
-    kept = list(get_default_varnames(kept, include_transformed=settings.keep_untransformed))
+    kept = kept_variables(model, settings)
     point = _abstract_point(model)
     try:
         logp = get_jaxified_logp(model, negative_logp=False)
