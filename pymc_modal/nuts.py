@@ -75,11 +75,13 @@ class _CompileClock:
 
 
 class _TuningEnd:
-    """Notes when the last chain has finished its tuning iterations.
+    """Notes when the chains have finished their tuning iterations.
 
     NumPyro runs warm-up and draws as one compiled loop; splitting them into two
     runs would compile it twice. Instead the kernel reports each iteration's
-    index to the host, and the first report past the warm-up marks the split.
+    index to the host, and the first report in which every chain it covers is
+    past the warm-up marks the split (with "parallel" chains each device reports
+    for its own chains, so the first device to finish tuning marks it).
     """
 
     def __init__(self, tune: int) -> None:
