@@ -53,11 +53,14 @@ def test_ctrl_c_stops_the_worker_and_leaves_nothing_running():
             pymc_modal.sample(draws=10_000_000, tune=10, chains=1, backend="local")
         """
     )
+    # NumPyro turns its progress bar off when CI (or PYTEST_XDIST_WORKER) is set.
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "PYTEST_XDIST_WORKER")}
     client = subprocess.Popen(
         [sys.executable, "-c", script],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         start_new_session=True,
+        env=env,
     )
     try:
         # The worker's progress bar (carriage returns, no newlines) reaches the
