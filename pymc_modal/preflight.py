@@ -67,19 +67,16 @@ def _jaxify(model, settings: NutsSettings):
     from pymc.sampling.jax import get_jaxified_graph, get_jaxified_logp
 
     kept = kept_variables(model, settings)
-    point = _abstract_point(model)
+    elemwise = model.logp(model.observed_RVs, sum=False) if settings.log_likelihood else []
+
+    def trace(values):
+        get_jaxified_logp(model, negative_logp=False)(values)
+        return get_jaxified_graph(inputs=model.value_vars, outputs=[*kept, *elemwise])(*values)
+
     try:
-        logp = get_jaxified_logp(model, negative_logp=False)
-        jax.eval_shape(logp, point)
-        outputs = jax.eval_shape(get_jaxified_graph(inputs=model.value_vars, outputs=kept), *point)
-        if settings.log_likelihood:
-            elemwise = model.logp(model.observed_RVs, sum=False)
-            outputs = [
-                *outputs,
-                *jax.eval_shape(
-                    get_jaxified_graph(inputs=model.value_vars, outputs=elemwise), *point
-                ),
-            ]
+        # Converting inside the abstract trace keeps the model's data out of any JAX
+        # device: the client never starts one, so a local GPU is left whole to the worker.
+        outputs = jax.eval_shape(trace, _abstract_point(model))
     except Exception as exc:
         raise JaxConversionError(
             f"PyMC could not turn this model into JAX: {type(exc).__name__}: {exc}. "

@@ -1,5 +1,9 @@
 """Every job that can be seen to fail is refused on the client, before anything is shipped."""
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
@@ -124,3 +128,35 @@ def test_postprocessing_options_warn_that_they_have_no_effect(model):
         pymc_modal.sample(
             model=model, backend="local", nuts_sampler_kwargs={"postprocessing_backend": "cpu"}
         )
+
+
+def test_client_starts_no_jax_device():
+    # A fresh process, since this one has started JAX already. A client that started
+    # a device would hold most of a local GPU's memory while the worker needs it.
+    script = textwrap.dedent(
+        """
+        import numpy as np, pymc as pm
+        from jax._src import xla_bridge
+        from pymc_modal import client
+        class Shipped(Exception):
+            pass
+
+        def ship(*args):
+            raise Shipped
+
+        client._run = ship
+        with pm.Model():
+            x = pm.Normal("x", 0, 1, shape=3)
+            pm.Normal("y", x.sum(), 1, observed=np.ones(5))
+            try:
+                client.sample(backend="local", idata_kwargs={"log_likelihood": True})
+            except Shipped:
+                print("shipped")
+        print("device started:", xla_bridge.backends_are_initialized())
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert "shipped" in done.stdout
+    assert "device started: False" in done.stdout
