@@ -21,6 +21,7 @@ import sys
 import sysconfig
 import traceback
 import types
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -82,22 +83,32 @@ class Job:
 
 @functools.cache
 def _installed_roots() -> tuple[str, ...]:
-    """Folders of the standard library and of installed packages, as given and resolved."""
+    """Folders of the standard library and of installed packages, as given and resolved.
+
+    Besides site-packages, any folder on ``sys.path`` that holds ``*.dist-info``
+    entries: packages installed with ``pip install --target`` and put on
+    PYTHONPATH are libraries too, not the user's own code.
+    """
     paths = sysconfig.get_paths()
     roots = [paths[name] for name in ("stdlib", "platstdlib", "purelib", "platlib")]
     roots += [*site.getsitepackages(), site.getusersitepackages()]
+    roots += [entry for entry in sys.path if entry and any(Path(entry).glob("*.dist-info"))]
     both = {os.path.join(path, "") for root in roots for path in (root, os.path.realpath(root))}
     return tuple(sorted(both))
 
 
 def _is_local(module: types.ModuleType) -> bool:
-    """Whether a module is the user's own code rather than an installed library."""
+    """Whether a module is the user's own Python code rather than an installed library.
+
+    Compiled modules (e.g. PyTensor's cached C code) are never shipped: cloudpickle
+    can only carry Python source by value.
+    """
     if module.__name__ == "__main__":
         return True
     if module.__name__.partition(".")[0] == "pymc_modal":
         return False
-    file = getattr(module, "__file__", None)
-    return bool(file) and not file.startswith(_installed_roots())
+    file = getattr(module, "__file__", None) or ""
+    return file.endswith(".py") and not file.startswith(_installed_roots())
 
 
 def _local_modules() -> list[types.ModuleType]:

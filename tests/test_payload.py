@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import types
 
 import pytest
 
@@ -139,6 +140,26 @@ def test_custom_op_from_a_user_module_travels_by_value(user_module, tmp_path, se
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "sampled (1, 10)"
+
+
+def test_installed_and_compiled_modules_are_not_shipped(tmp_path, monkeypatch):
+    # As `pip install --target DIR` leaves a package, with DIR on PYTHONPATH.
+    (tmp_path / "vendored_lib").mkdir()
+    (tmp_path / "vendored_lib" / "__init__.py").write_text("")
+    (tmp_path / "vendored_lib-1.0.dist-info").mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    payload._installed_roots.cache_clear()
+    try:
+        import vendored_lib
+
+        assert not payload._is_local(vendored_lib)
+    finally:
+        payload._installed_roots.cache_clear()
+        sys.modules.pop("vendored_lib", None)
+
+    compiled = types.ModuleType("lazylinker_ext")
+    compiled.__file__ = str(tmp_path / "lazylinker_ext.cpython-312-x86_64-linux-gnu.so")
+    assert not payload._is_local(compiled)
 
 
 def test_header_is_json():
