@@ -8,7 +8,7 @@ with non-centred group effects. At full size (1,000,000 observations,
 default on the Modal backend. On the local backend the default is a size that
 runs in a few minutes on two CPU cores and still recovers the betas.
 
-    python examples/hier_logistic.py                       # local CPU, small
+    python examples/hier_logistic.py                       # local, small
     python examples/hier_logistic.py --backend modal       # Modal A100, full size
     python examples/hier_logistic.py --backend modal --gpu H100
     python examples/hier_logistic.py --groups 2000 --observations 20000

@@ -24,7 +24,7 @@ def test_worker_exception_arrives_with_its_remote_traceback(model):
             model=model, initvals={"sigma": -1.0}, draws=5, tune=5, chains=1, backend="local"
         )
     notes = "".join(getattr(info.value, "__notes__", []))
-    assert "Traceback from the worker (local CPU)" in notes
+    assert "Traceback from the worker (this machine)" in notes
     assert "pymc_modal/worker.py" in notes
 
 

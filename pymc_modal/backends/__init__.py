@@ -18,7 +18,7 @@ class Delivery:
     seconds : dict of str to float
         Time the backend itself spent, by phase (e.g. ``start``, ``transfer``).
     where : str
-        Where the worker ran, in words, e.g. ``"local CPU"``.
+        Where the worker ran, in words, e.g. ``"this machine"`` or ``"Modal H100"``.
     """
 
     answer: bytes

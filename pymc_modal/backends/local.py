@@ -25,7 +25,7 @@ from pymc_modal.errors import WorkerError
 
 __all__ = ["run"]
 
-WHERE = "local CPU"
+WHERE = "this machine"
 
 
 def _relay(stream, target: TextIO) -> None:
