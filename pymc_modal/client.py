@@ -20,7 +20,7 @@ from pymc.model import modelcontext
 from pymc.sampling.parallel import _cpu_count
 from pymc.util import _get_seeds_per_chain, get_random_generator
 
-from pymc_modal import payload, preflight, pricing, result
+from pymc_modal import fanout, payload, preflight, pricing, result
 from pymc_modal.backends import Delivery
 from pymc_modal.config import Options, resolve
 from pymc_modal.errors import InvalidOptionError, UnsupportedArgumentError
@@ -141,14 +141,14 @@ def _jax_seed(random_seed, chains: int) -> int:
     return int(seed)
 
 
-def _run(backend: str, job: bytes, options: Options) -> Delivery:
+def _run(backend: str, jobs: list[bytes], options: Options) -> list[Delivery]:
     if backend == "local":
         from pymc_modal.backends import local
 
-        return local.run(job)
+        return local.run(jobs)
     from pymc_modal.backends import modal
 
-    return modal.run(job, options)
+    return modal.run(jobs, options)
 
 
 @functools.cache
@@ -174,12 +174,12 @@ def _choose_backend(name: str) -> str:
     return "local"
 
 
-def _cost(backend: str, delivery: Delivery, options: Options) -> dict[str, Any]:
-    """The estimated charge: GPU-seconds, from sending the job to its answer, times the price."""
+def _cost(backend: str, deliveries: list[Delivery], options: Options) -> dict[str, Any]:
+    """The estimated charge: GPU-seconds, from sending each job to its answer, times the price."""
     if backend != "modal":
         return {"pymc_modal_cost_usd": 0.0}
     gpu = options.gpu if isinstance(options.gpu, str) else options.gpu[0]
-    gpu_seconds = delivery.seconds["wall"]
+    gpu_seconds = sum(delivery.seconds["wall"] for delivery in deliveries)
     return {
         "pymc_modal_gpu": gpu,
         "pymc_modal_gpu_seconds": gpu_seconds,
@@ -211,6 +211,7 @@ def sample(
     model=None,
     backend: str | None = None,
     gpu: str | Sequence[str] | None = None,
+    workers: int | None = None,
     **kwargs: Any,
 ):
     """Draw samples from the posterior with NumPyro's NUTS, on a worker.
@@ -267,6 +268,12 @@ def sample(
         ``"A100-80GB:2"``, or a list to fall back through; by default the
         ``PYMC_MODAL_GPU`` environment variable or an enclosing
         :func:`pymc_modal.gpu` block.
+    workers : int, optional
+        Split the chains across this many workers (default 1), each a Modal
+        container with its own GPU, or a process on the local backend. The
+        workers' chains have seeds of their own spawned from ``random_seed``:
+        the result is reproducible, but only ``workers=1`` gives the draws of
+        ``pm.sample``.
 
     Returns
     -------
@@ -304,30 +311,37 @@ def sample(
         float_x=pytensor.config.floatX,
         **driver,
     )
-    options = resolve(backend=backend, gpu=gpu)
+    options = resolve(backend=backend, gpu=gpu, workers=workers)
+    shares = fanout.split(settings, options.workers)
     backend = _choose_backend(options.backend)
     result_size = preflight.check(model, settings, options.max_result_bytes)
     seconds = {"preflight": time.perf_counter() - started}
 
     start = time.perf_counter()
-    job = payload.encode_job(model, settings)
+    jobs = [payload.encode_job(model, share) for share in shares]
     seconds["serialize"] = time.perf_counter() - start
 
-    delivery = _run(backend, job, options)
+    deliveries = _run(backend, jobs, options)
 
     start = time.perf_counter()
-    raw = payload.decode_result(delivery.answer, delivery.where)
-    worker_seconds = raw["seconds"]
-    seconds.update({k: v for k, v in delivery.seconds.items() if k != "wall"})
-    seconds["start"] = max(0.0, delivery.seconds["wall"] - sum(worker_seconds.values()))
-    seconds.update(worker_seconds)
+    answers = [payload.decode_result(d.answer, d.where) for d in deliveries]
+    raw = fanout.merge(answers)
+    for name in deliveries[0].seconds.keys() - {"wall"}:
+        seconds[name] = max(d.seconds[name] for d in deliveries)
+    seconds["start"] = max(
+        max(0.0, d.seconds["wall"] - sum(answer["seconds"].values()))
+        for d, answer in zip(deliveries, answers, strict=True)
+    )
+    seconds.update(raw["seconds"])
+    where = deliveries[0].where
     attrs = {
         "pymc_modal_backend": backend,
-        "pymc_modal_where": delivery.where,
+        "pymc_modal_where": where,
         "pymc_modal_device": raw["device"],
-        "pymc_modal_payload_bytes": len(job),
+        "pymc_modal_workers": len(jobs),
+        "pymc_modal_payload_bytes": sum(map(len, jobs)),
         "pymc_modal_result_bytes_estimated": result_size,
-        **_cost(backend, delivery, options),
+        **_cost(backend, deliveries, options),
     }
     idata = result.wrap(raw, model, idata_kwargs, attrs)
     seconds["return"] = time.perf_counter() - start
@@ -346,7 +360,7 @@ def sample(
             "Sampled %d chains x %d draws on %s in %s (sampling %s), %s.",
             chains,
             draws,
-            delivery.where,
+            where if len(jobs) == 1 else f"{len(jobs)} workers on {where}",
             _format_seconds(seconds["total"]),
             _format_seconds(seconds["compile"] + seconds["tune"] + seconds["draw"]),
             f"about ${cost:.2f}" if backend == "modal" else "no charge",

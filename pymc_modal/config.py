@@ -49,6 +49,10 @@ class Options:
     price_per_second : float, optional
         US dollars per GPU-second for the cost estimate, instead of the table
         in :mod:`pymc_modal.pricing`.
+    workers : int
+        How many workers share the chains: Modal containers with a GPU each,
+        or processes on the local backend. Each worker's chains get seeds of
+        their own, so only ``workers=1`` gives ``pm.sample``'s draws.
     """
 
     backend: str = "auto"
@@ -57,6 +61,7 @@ class Options:
     timeout: int = DEFAULT_TIMEOUT
     retries: int = 0
     price_per_second: float | None = None
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -65,6 +70,7 @@ class Options:
             )
         _positive_int("max_result_bytes", self.max_result_bytes)
         _positive_int("timeout", self.timeout, MAX_TIMEOUT)
+        _positive_int("workers", self.workers)
         if isinstance(self.retries, bool) or self.retries not in range(MAX_RETRIES + 1):
             raise InvalidOptionError(
                 f"retries={self.retries!r} must be an integer from 0 to {MAX_RETRIES}."

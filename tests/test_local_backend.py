@@ -1,5 +1,6 @@
 """The local backend: a fresh process, output relayed live, errors with their traceback, Ctrl-C."""
 
+import dataclasses
 import os
 import select
 import signal
@@ -14,6 +15,7 @@ import pytest
 from pymc.exceptions import SamplingError
 
 import pymc_modal
+from pymc_modal import client, fanout, payload, worker
 
 pytestmark = pytest.mark.slow
 
@@ -43,41 +45,75 @@ def _alive(pid: int) -> bool:
     return "State:\tZ" not in status
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
-def test_ctrl_c_stops_the_worker_and_leaves_nothing_running():
+def _start_client() -> subprocess.Popen:
+    """A client sampling (for hours) on two local workers, in a session of its own."""
     script = textwrap.dedent(
         """
         import pymc as pm, pymc_modal
         with pm.Model():
             pm.Normal("x", 0, 1)
-            pymc_modal.sample(draws=10_000_000, tune=10, chains=1, backend="local")
+            pymc_modal.sample(draws=10_000_000, tune=10, chains=2, workers=2, backend="local")
         """
     )
     # NumPyro turns its progress bar off when CI (or PYTEST_XDIST_WORKER) is set.
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "PYTEST_XDIST_WORKER")}
-    client = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-c", script],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         start_new_session=True,
         env=env,
     )
+
+
+def _workers_once_sampling(client: subprocess.Popen) -> list[int]:
+    # The worker's progress bar (carriage returns, no newlines) reaches the
+    # client's terminal while it runs.
+    seen = b""
+    while b"it/s" not in seen:
+        ready, _, _ = select.select([client.stderr], [], [], 300)
+        assert ready, f"no progress from the worker in 300 s:\n{seen.decode()}"
+        chunk = os.read(client.stderr.fileno(), 4096)
+        assert chunk, f"client ended early:\n{seen.decode()}"
+        seen += chunk
+    workers = _children(client.pid)
+    assert len(workers) == 2, f"expected two worker processes, found {workers}"
+    return workers
+
+
+def _ended_within(pid: int, seconds: float) -> bool:
     try:
-        # The worker's progress bar (carriage returns, no newlines) reaches the
-        # client's terminal while it runs.
-        seen = b""
-        while b"it/s" not in seen:
-            ready, _, _ = select.select([client.stderr], [], [], 300)
-            assert ready, f"no progress from the worker in 300 s:\n{seen.decode()}"
-            chunk = os.read(client.stderr.fileno(), 4096)
-            assert chunk, f"client ended early:\n{seen.decode()}"
-            seen += chunk
-        workers = _children(client.pid)
-        assert workers, "no worker process found"
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([handle], [], [], seconds)[0])
+    finally:
+        os.close(handle)
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs Linux /proc and pidfd_open")
+def test_ctrl_c_stops_the_workers_and_leaves_nothing_running():
+    client = _start_client()
+    try:
+        workers = _workers_once_sampling(client)
         os.kill(client.pid, signal.SIGINT)
         client.stderr.read()
         assert client.wait(timeout=60) != 0
         assert not any(_alive(pid) for pid in workers)
+    finally:
+        if client.poll() is None:
+            os.killpg(client.pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs Linux /proc and pidfd_open")
+def test_a_killed_client_leaves_no_worker_running():
+    client = _start_client()
+    try:
+        workers = _workers_once_sampling(client)
+        os.kill(client.pid, signal.SIGKILL)
+        client.wait(timeout=60)
+        assert all(_ended_within(pid, 60) for pid in workers)
     finally:
         if client.poll() is None:
             os.killpg(client.pid, signal.SIGKILL)
@@ -89,3 +125,26 @@ def test_local_result_is_deterministic_for_a_seed():
         first = pymc_modal.sample(draws=20, tune=20, chains=1, random_seed=5, backend="local")
         second = pymc_modal.sample(draws=20, tune=20, chains=1, random_seed=5, backend="local")
     np.testing.assert_array_equal(first.posterior["x"].values, second.posterior["x"].values)
+
+
+def test_chains_of_several_workers_are_each_workers_own_run(model, settings):
+    merged = pymc_modal.sample(
+        model=model,
+        draws=15,
+        tune=15,
+        chains=3,
+        random_seed=11,
+        workers=2,
+        backend="local",
+        progressbar=False,
+    )
+    # The same split, each share sampled here by the worker function itself.
+    run = dataclasses.replace(settings, chains=3, draws=15, tune=15, seed=client._jax_seed(11, 3))
+    parts = [
+        payload.decode_result(worker.run(payload.encode_job(model, share)), "here")
+        for share in fanout.split(run, 2)
+    ]
+    assert [part["posterior"]["mu"].shape[0] for part in parts] == [2, 1]
+    expected = np.concatenate([part["posterior"]["mu"] for part in parts])
+    np.testing.assert_array_equal(merged.posterior["mu"].values, expected)
+    assert list(merged.posterior.chain.values) == [0, 1, 2]

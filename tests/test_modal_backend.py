@@ -1,9 +1,9 @@
 """The Modal backend, with Modal mocked at its network boundary only.
 
 The App, Image and Function objects are Modal's own, built offline. Only
-``App.run``, ``Function.with_options`` (recorded, then passed to the real one)
-and ``Function.spawn`` are replaced; the fake call runs the real worker on the
-very bytes the client sent.
+``App.run``, ``Function.with_options`` (recorded, then passed to the real one),
+``Function.spawn`` and ``Function.map`` are replaced; the fake calls run the
+real worker on the very bytes the client sent.
 """
 
 import contextlib
@@ -48,14 +48,18 @@ class FakeModal:
     """Records what reaches Modal's network boundary; runs the worker in process."""
 
     def __init__(self, monkeypatch):
-        self.runs, self.options, self.sent, self.calls = [], [], [], []
-        self.error = None
+        self.runs, self.options, self.sent, self.calls, self.mapped = [], [], [], [], []
+        self.error, self.interrupted = None, []
         real_with_options = modal.Function.with_options
 
         @contextlib.contextmanager
         def run(app, *args, **kwargs):
             self.runs.append(app)
-            yield app
+            try:
+                yield app
+            except KeyboardInterrupt:
+                # As modal.runner does: it stops the app and does not re-raise.
+                self.interrupted.append(app)
 
         def with_options(function, **kwargs):
             self.options.append(kwargs)
@@ -70,7 +74,16 @@ class FakeModal:
             self.calls.append(call)
             return call
 
+        def map(function, inputs, **kwargs):
+            assert not kwargs
+            self.mapped.append(list(inputs))
+            for job in self.mapped[-1]:
+                if self.error is not None:
+                    raise self.error
+                yield modal_backend.run_job(job)
+
         monkeypatch.setattr(modal.App, "run", run)
+        monkeypatch.setattr(modal.Function, "map", map)
         monkeypatch.setattr(modal.Function, "with_options", with_options)
         monkeypatch.setattr(modal.Function, "spawn", spawn)
 
@@ -109,6 +122,24 @@ def test_modal_run_returns_what_the_local_backend_returns(fake_modal, model):
 
 
 @pytest.mark.slow
+def test_workers_fan_out_through_map_and_match_the_local_backend(fake_modal):
+    model = _tiny_model()
+    fanned = pymc_modal.sample(model=model, backend="modal", workers=2, **{**TINY, "chains": 3})
+    local = pymc_modal.sample(model=model, backend="local", workers=2, **{**TINY, "chains": 3})
+
+    assert len(fake_modal.runs) == 1 and fake_modal.sent == []
+    assert [[type(job) for job in jobs] for jobs in fake_modal.mapped] == [[bytes, bytes]]
+    np.testing.assert_array_equal(fanned.posterior["x"].values, local.posterior["x"].values)
+    assert list(fanned.posterior.chain.values) == [0, 1, 2]
+    assert fanned.attrs["pymc_modal_workers"] == 2
+    # Each container is billed for the whole fan-out: two GPUs for its wall time.
+    wall = fanned.attrs["pymc_modal_gpu_seconds"] / 2
+    assert fanned.attrs["pymc_modal_cost_usd"] == pytest.approx(
+        pricing.PRICE_PER_SECOND["A100-40GB"] * 2 * wall
+    )
+
+
+@pytest.mark.slow
 def test_gpu_keyword_reaches_the_call(fake_modal):
     pymc_modal.sample(model=_tiny_model(), backend="modal", gpu="L4", **TINY)
     assert fake_modal.options[-1]["gpu"] == "L4"
@@ -116,7 +147,7 @@ def test_gpu_keyword_reaches_the_call(fake_modal):
 
 def test_gpu_timeout_and_retries_from_the_context_manager(fake_modal):
     with pymc_modal.gpu("H100", timeout=600, retries=2) as options:
-        delivery = modal_backend.run(b"job", options)
+        (delivery,) = modal_backend.run([b"job"], options)
     assert fake_modal.options == [{"gpu": "H100", "timeout": 600, "retries": 2}]
     assert delivery.where == "Modal H100"
     assert fake_modal.sent == [(b"job",)]
@@ -124,7 +155,7 @@ def test_gpu_timeout_and_retries_from_the_context_manager(fake_modal):
 
 def test_gpu_from_the_environment(fake_modal, monkeypatch):
     monkeypatch.setenv("PYMC_MODAL_GPU", "H200:2")
-    modal_backend.run(b"job", resolve())
+    modal_backend.run([b"job"], resolve())
     assert fake_modal.options[-1]["gpu"] == "H200:2"
 
 
@@ -133,7 +164,7 @@ def test_fallback_list_gets_its_own_app_around_the_same_function(fake_modal):
     fallback_app, function = modal_backend._function_for(options)
     assert fallback_app is not modal_backend.app
     assert fallback_app.name == modal_backend.APP_NAME
-    delivery = modal_backend.run(b"job", options)
+    (delivery,) = modal_backend.run([b"job"], options)
     assert fake_modal.runs[-1] is not modal_backend.app
     assert delivery.where == "Modal H100 or A100-80GB"
 
@@ -165,7 +196,7 @@ def test_remote_exception_keeps_its_traceback(fake_modal, model, settings):
     job = payload.encode_job(model, settings)
     header, body = payload._unpack(job)
     header["manifest"]["pytensor"] = "0.0.1"
-    delivery = modal_backend.run(payload._pack(header, bytes(body)), resolve())
+    (delivery,) = modal_backend.run([payload._pack(header, bytes(body))], resolve())
     with pytest.raises(VersionMismatchError) as info:
         payload.decode_result(delivery.answer, delivery.where)
     notes = "".join(info.value.__notes__)
@@ -176,20 +207,30 @@ def test_remote_exception_keeps_its_traceback(fake_modal, model, settings):
 def test_ctrl_c_cancels_the_remote_call(fake_modal):
     fake_modal.error = KeyboardInterrupt()
     with pytest.raises(KeyboardInterrupt):
-        modal_backend.run(b"job", resolve())
+        modal_backend.run([b"job"], resolve())
     assert fake_modal.calls[0].cancelled == [True]
+    assert fake_modal.interrupted == [modal_backend.app]
+
+
+def test_ctrl_c_during_a_fan_out_stops_the_app_and_reaches_the_caller(fake_modal):
+    fake_modal.error = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        modal_backend.run([b"job", b"job"], resolve())
+    assert fake_modal.interrupted == [modal_backend.app]
 
 
 def test_timeout_says_how_to_raise_it(fake_modal):
     fake_modal.error = modal.exception.FunctionTimeoutError("timed out")
     with pytest.raises(PymcModalError, match=r"timeout=SECONDS"):
-        modal_backend.run(b"job", resolve(timeout=30))
+        modal_backend.run([b"job"], resolve(timeout=30))
+    with pytest.raises(PymcModalError, match=r"timeout=SECONDS"):
+        modal_backend.run([b"job", b"job"], resolve(timeout=30))
 
 
 def test_oversized_payload_is_refused_before_starting(fake_modal, monkeypatch):
     monkeypatch.setattr(modal_backend, "MAX_PAYLOAD_BYTES", 10)
     with pytest.raises(InvalidOptionError, match="payload"):
-        modal_backend.run(b"more than ten bytes", resolve())
+        modal_backend.run([b"short", b"more than ten bytes"], resolve())
     assert fake_modal.runs == []
 
 
@@ -267,5 +308,5 @@ def test_image_requirements_resolve_for_modals_platform(tmp_path):
 
 
 def test_default_gpu_is_a100(fake_modal):
-    modal_backend.run(b"job", resolve())
+    modal_backend.run([b"job"], resolve())
     assert fake_modal.options == [{"gpu": "A100", "timeout": 7200, "retries": 0}]

@@ -1,21 +1,24 @@
-"""The local backend: the worker in a fresh Python process on this machine.
+"""The local backend: the worker in fresh Python processes on this machine, one per job.
 
-The process gets the job's bytes through a temporary file, as a remote worker
+Each process gets its job's bytes through a temporary file, as a remote worker
 would get them over the network, so nothing of the caller's interpreter state
 leaks into it. Its output is relayed to this process's streams as it comes
-(so it also shows in notebooks), and an interrupt stops it.
+(so it also shows in notebooks); an interrupt, or one process dying without an
+answer, stops them all.
 """
 
 from __future__ import annotations
 
 import codecs
 import os
+import queue
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -44,53 +47,55 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def run(job: bytes) -> Delivery:
-    """Run ``job`` in a new Python process and return its answer.
+class _Process:
+    """One worker process: its job written to a file, its output relayed as it comes.
 
-    Parameters
-    ----------
-    job : bytes
-        An encoded job.
-
-    Raises
-    ------
-    WorkerError
-        If the process died without answering (e.g. killed for memory).
+    ``finished`` receives ``index`` when the process ends.
     """
-    package_parent = str(Path(pymc_modal.__file__).resolve().parent.parent)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
-    with tempfile.TemporaryDirectory(prefix="pymc-modal-") as folder:
-        job_path, answer_path = Path(folder, "job"), Path(folder, "answer")
-        start = time.perf_counter()
-        job_path.write_bytes(job)
-        transfer = time.perf_counter() - start
 
+    def __init__(
+        self, job: bytes, folder: Path, env: dict[str, str], index: int, finished: queue.Queue
+    ) -> None:
+        folder.mkdir()
+        self.job_path, self.answer_path = folder / "job", folder / "answer"
         start = time.perf_counter()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pymc_modal.backends.local", str(job_path), str(answer_path)],
+        self.job_path.write_bytes(job)
+        self.transfer = time.perf_counter() - start
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pymc_modal.backends.local",
+                str(self.job_path),
+                str(self.answer_path),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
+            # Never written: the worker ends when this end closes, however this process ends.
+            stdin=subprocess.PIPE,
             env=env,
         )
-        relays = [
-            threading.Thread(target=_relay, args=(process.stdout, sys.stdout), daemon=True),
-            threading.Thread(target=_relay, args=(process.stderr, sys.stderr), daemon=True),
+        self.relays = [
+            threading.Thread(target=_relay, args=(self.process.stdout, sys.stdout), daemon=True),
+            threading.Thread(target=_relay, args=(self.process.stderr, sys.stderr), daemon=True),
         ]
-        for relay in relays:
+        for relay in self.relays:
             relay.start()
-        try:
-            returncode = process.wait()
-        except BaseException:
-            _stop(process)
-            raise
-        finally:
-            for relay in relays:
-                relay.join()
-        process_seconds = time.perf_counter() - start
+        threading.Thread(target=self._await, args=(index, finished), daemon=True).start()
 
-        if returncode != 0 or not answer_path.exists():
+    def _await(self, index: int, finished: queue.Queue) -> None:
+        self.process.wait()
+        finished.put(index)
+
+    def deliver(self) -> Delivery:
+        """The answer of the finished process; raise if it died without one."""
+        for relay in self.relays:
+            relay.join()
+        self.process.stdin.close()
+        wall = time.perf_counter() - self.started
+        returncode = self.process.returncode
+        if returncode != 0 or not self.answer_path.exists():
             reason = (
                 f"was killed by {signal.Signals(-returncode).name}"
                 if returncode < 0
@@ -102,18 +107,59 @@ def run(job: bytes) -> Delivery:
                 "fewer draws or chains."
             )
         start = time.perf_counter()
-        answer = answer_path.read_bytes()
-        transfer += time.perf_counter() - start
-    return Delivery(
-        answer=answer,
-        seconds={"wall": process_seconds, "transfer": transfer},
-        where=WHERE,
-    )
+        answer = self.answer_path.read_bytes()
+        transfer = self.transfer + time.perf_counter() - start
+        return Delivery(answer=answer, seconds={"wall": wall, "transfer": transfer}, where=WHERE)
+
+
+def run(jobs: Sequence[bytes]) -> list[Delivery]:
+    """Run each job in a new Python process, all at once, and return their answers in order.
+
+    Parameters
+    ----------
+    jobs : sequence of bytes
+        Encoded jobs.
+
+    Raises
+    ------
+    WorkerError
+        If a process died without answering (e.g. killed for memory); the
+        others are stopped, as they are on an interrupt.
+    """
+    package_parent = str(Path(pymc_modal.__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
+    with tempfile.TemporaryDirectory(prefix="pymc-modal-") as folder:
+        processes = []
+        finished: queue.Queue[int] = queue.Queue()
+        try:
+            for index, job in enumerate(jobs):
+                processes.append(_Process(job, Path(folder, str(index)), env, index, finished))
+            deliveries: dict[int, Delivery] = {}
+            while len(deliveries) < len(processes):
+                index = finished.get()
+                deliveries[index] = processes[index].deliver()
+        except BaseException:
+            for process in processes:
+                _stop(process.process)
+            raise
+    return [deliveries[index] for index in range(len(processes))]
+
+
+def _exit_with_the_client() -> None:
+    """End this process once the client's end of its stdin closes (the client is gone)."""
+    # The raw descriptor, not sys.stdin: a daemon thread blocked on a buffered
+    # stream holds its lock and makes interpreter shutdown abort.
+    while os.read(sys.stdin.fileno(), 4096):
+        pass
+    os._exit(1)
 
 
 def main(job_path: str, answer_path: str) -> None:
     """Entry point of the worker process: read the job, run it, write the answer."""
     from pymc_modal import worker
+
+    threading.Thread(target=_exit_with_the_client, daemon=True).start()
 
     answer = worker.run(Path(job_path).read_bytes())
     partial = Path(answer_path + ".partial")

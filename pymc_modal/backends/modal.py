@@ -11,9 +11,10 @@ are applied with ``Function.with_options``, not by one function per GPU.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 
 import modal
 import modal.config
@@ -107,12 +108,10 @@ def _function_for(options: Options) -> tuple[modal.App, modal.Function]:
     return fallback_app, fallback
 
 
-def _wait(call: modal.FunctionCall, options: Options) -> bytes:
+@contextlib.contextmanager
+def _timeout_explained(options: Options) -> Iterator[None]:
     try:
-        return call.get()
-    except KeyboardInterrupt:
-        call.cancel(terminate_containers=True)
-        raise
+        yield
     except modal.exception.FunctionTimeoutError as exc:
         raise PymcModalError(
             f"The run on Modal was stopped after its timeout of {options.timeout} s. "
@@ -121,44 +120,74 @@ def _wait(call: modal.FunctionCall, options: Options) -> bytes:
         ) from exc
 
 
-def run(job: bytes, options: Options, *, on_start: Callable[[], None] | None = None) -> Delivery:
-    """Run ``job`` on a Modal GPU in an ephemeral app, showing Modal's output.
+def _wait(call: modal.FunctionCall, options: Options) -> bytes:
+    try:
+        with _timeout_explained(options):
+            return call.get()
+    except KeyboardInterrupt:
+        call.cancel(terminate_containers=True)
+        raise
+
+
+def run(
+    jobs: Sequence[bytes], options: Options, *, on_start: Callable[[], None] | None = None
+) -> list[Delivery]:
+    """Run ``jobs`` on Modal GPUs in an ephemeral app, showing Modal's output.
+
+    One job is spawned and awaited; several are fanned out with
+    ``Function.map``, one container (and GPU) each. On Ctrl-C the call is
+    cancelled and the app stopped, which stops its containers.
 
     Parameters
     ----------
-    job : bytes
-        An encoded job.
+    jobs : sequence of bytes
+        Encoded jobs.
     options : Options
         GPU, timeout and retries for this call.
     on_start : callable, optional
-        Called once the app is running, before the job is sent.
+        Called once the app is running, before the jobs are sent.
+
+    Returns
+    -------
+    list of Delivery
+        One per job, in order. With several jobs, each carries the wall time
+        of the whole fan-out.
 
     Raises
     ------
     MissingCredentialsError
         If no Modal credentials are configured.
     InvalidOptionError
-        If the job is larger than Modal can take as an argument.
+        If a job is larger than Modal can take as an argument.
     """
     check_credentials()
-    if len(job) > MAX_PAYLOAD_BYTES:
+    largest = max(map(len, jobs))
+    if largest > MAX_PAYLOAD_BYTES:
         raise InvalidOptionError(
-            f"The payload is {len(job) / 1024**3:.1f} GiB, over the {MAX_PAYLOAD_BYTES // 1024**3} "
-            "GiB that pymc_modal sends as one Modal argument. Pass less data to the model "
-            "(e.g. a subsample, or float32 arrays)."
+            f"The payload is {largest / 1024**3:.1f} GiB, over the "
+            f"{MAX_PAYLOAD_BYTES // 1024**3} GiB that pymc_modal sends as one Modal argument. "
+            "Pass less data to the model (e.g. a subsample, or float32 arrays)."
         )
     run_app, function = _function_for(options)
     seconds = {}
+    answers = None
     start = time.perf_counter()
     with modal.enable_output(), run_app.run():
         seconds["image"] = time.perf_counter() - start
         if on_start is not None:
             on_start()
         start = time.perf_counter()
-        call = function.spawn(job)
-        seconds["transfer"] = time.perf_counter() - start
-        start = time.perf_counter()
-        answer = _wait(call, options)
+        if len(jobs) == 1:
+            call = function.spawn(jobs[0])
+            seconds["transfer"] = time.perf_counter() - start
+            start = time.perf_counter()
+            answers = [_wait(call, options)]
+        else:
+            with _timeout_explained(options):
+                answers = list(function.map(jobs))
         seconds["wall"] = time.perf_counter() - start
+    if answers is None:
+        # app.run() stops the app on Ctrl-C but does not re-raise the interrupt.
+        raise KeyboardInterrupt
     gpu = options.gpu if isinstance(options.gpu, str) else " or ".join(options.gpu)
-    return Delivery(answer=answer, seconds=seconds, where=f"Modal {gpu}")
+    return [Delivery(answer=answer, seconds=seconds, where=f"Modal {gpu}") for answer in answers]
