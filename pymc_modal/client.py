@@ -11,6 +11,7 @@ import functools
 import inspect
 import logging
 import time
+import types
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -141,14 +142,15 @@ def _jax_seed(random_seed, chains: int) -> int:
     return int(seed)
 
 
-def _run(backend: str, jobs: list[bytes], options: Options) -> list[Delivery]:
-    if backend == "local":
+def _backend(name: str) -> types.ModuleType:
+    """The backend module: ``store_blobs(blobs) -> int`` and ``run(jobs, options)``."""
+    if name == "local":
         from pymc_modal.backends import local
 
-        return local.run(jobs)
+        return local
     from pymc_modal.backends import modal
 
-    return modal.run(jobs, options)
+    return modal
 
 
 @functools.cache
@@ -318,10 +320,15 @@ def sample(
     seconds = {"preflight": time.perf_counter() - started}
 
     start = time.perf_counter()
-    jobs = [payload.encode_job(model, share) for share in shares]
+    blobs: dict[str, bytes] = {}
+    jobs = [payload.encode_job(model, share, blobs) for share in shares]
     seconds["serialize"] = time.perf_counter() - start
 
-    deliveries = _run(backend, jobs, options)
+    runner = _backend(backend)
+    start = time.perf_counter()
+    uploaded = runner.store_blobs(blobs)
+    seconds["upload"] = time.perf_counter() - start
+    deliveries = runner.run(jobs, options)
 
     start = time.perf_counter()
     answers = [payload.decode_result(d.answer, d.where) for d in deliveries]
@@ -340,6 +347,8 @@ def sample(
         "pymc_modal_device": raw["device"],
         "pymc_modal_workers": len(jobs),
         "pymc_modal_payload_bytes": sum(map(len, jobs)),
+        "pymc_modal_data_bytes": sum(map(len, blobs.values())),
+        "pymc_modal_uploaded_bytes": uploaded,
         "pymc_modal_result_bytes_estimated": result_size,
         **_cost(backend, deliveries, options),
     }

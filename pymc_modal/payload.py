@@ -5,12 +5,18 @@ anything. A job's header is the manifest of the client's library versions;
 the worker compares it with its own and refuses a mismatch before it loads
 the pickled model, because a pickle made by one version of these libraries is
 not safe to load with another.
+
+A job's large arrays (the data) can travel apart from it as blobs named by
+the SHA-256 of their ``.npy`` bytes: the job then holds only their names, and
+a backend stores each blob once, however many runs use it.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
+import io
 import json
 import os
 import pickle
@@ -25,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
+import numpy as np
 
 from pymc_modal.errors import PayloadError, VersionMismatchError, WorkerError
 
@@ -40,6 +47,8 @@ __all__ = [
 ]
 
 MAGIC = b"pymc-modal/1\n"
+# Arrays at least this large travel as blobs when the caller collects blobs.
+BLOB_MIN_BYTES = 1024**2
 PACKAGES = ("pymc", "pytensor", "numpy", "cloudpickle", "jax", "numpyro", "arviz")
 
 
@@ -150,13 +159,56 @@ def _without_coord_values(model):
     return light
 
 
-def encode_job(model, settings) -> bytes:
+class _BlobPickler(cloudpickle.Pickler):
+    """Pickles large arrays as references to blobs collected in ``blobs``."""
+
+    def __init__(self, file, blobs: dict[str, bytes]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.blobs = blobs
+
+    def persistent_id(self, obj: Any) -> str | None:
+        if type(obj) is not np.ndarray or obj.nbytes < BLOB_MIN_BYTES or obj.dtype.hasobject:
+            return None
+        buffer = io.BytesIO()
+        np.save(buffer, obj, allow_pickle=False)
+        data = buffer.getvalue()
+        name = hashlib.sha256(data).hexdigest()
+        self.blobs[name] = data
+        return name
+
+
+class _BlobUnpickler(pickle.Unpickler):
+    def __init__(self, file, blob_dir: str | os.PathLike) -> None:
+        super().__init__(file)
+        self.blob_dir = blob_dir
+
+    def persistent_load(self, name: str) -> np.ndarray:
+        path = Path(self.blob_dir, name)
+        try:
+            return np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise PayloadError(
+                f"The data blob {name} is not in {self.blob_dir}; it may have been deleted "
+                "since the job was sent. Run the call again to store it anew."
+            ) from None
+
+
+def encode_job(model, settings, blobs: dict[str, bytes] | None = None) -> bytes:
     """Serialize a model and its settings, shipping the user's own modules by value.
 
     Functions, classes and custom Ops that come from modules outside the
     installed libraries cannot be imported by the worker, so they are pickled
     by value, and JAX conversions registered for such Ops travel with them.
     Coordinate values are not shipped (see :func:`_without_coord_values`).
+
+    Parameters
+    ----------
+    model : pymc.Model
+    settings : NutsSettings
+    blobs : dict, optional
+        If given, arrays of :data:`BLOB_MIN_BYTES` or more are left out of the
+        job and added here, as ``.npy`` bytes under their SHA-256 name; the
+        job refers to them by name.
 
     Raises
     ------
@@ -167,15 +219,19 @@ def encode_job(model, settings) -> bytes:
     by_value = [m for m in local if m.__name__ != "__main__"]
     for module in by_value:
         cloudpickle.register_pickle_by_value(module)
+    contents = {
+        "model": _without_coord_values(model),
+        "settings": settings,
+        "jax_conversions": _local_jax_conversions(local),
+    }
+    collected: dict[str, bytes] = {}
     try:
-        body = cloudpickle.dumps(
-            {
-                "model": _without_coord_values(model),
-                "settings": settings,
-                "jax_conversions": _local_jax_conversions(local),
-            },
-            protocol=pickle.HIGHEST_PROTOCOL,
-        )
+        if blobs is None:
+            body = cloudpickle.dumps(contents, protocol=pickle.HIGHEST_PROTOCOL)
+        else:
+            buffer = io.BytesIO()
+            _BlobPickler(buffer, collected).dump(contents)
+            body = buffer.getvalue()
     except Exception as exc:
         shipped = ", ".join(m.__name__ for m in by_value) or "none"
         raise PayloadError(
@@ -187,16 +243,27 @@ def encode_job(model, settings) -> bytes:
     finally:
         for module in by_value:
             cloudpickle.unregister_pickle_by_value(module)
-    return _pack({"kind": "job", "manifest": manifest()}, body)
+    if blobs is not None:
+        blobs.update(collected)
+    return _pack({"kind": "job", "manifest": manifest(), "blobs": sorted(collected)}, body)
 
 
-def decode_job(data: bytes) -> Job:
+def decode_job(data: bytes, blob_dir: str | os.PathLike | None = None) -> Job:
     """Check a job's versions against this interpreter, then load it.
+
+    Parameters
+    ----------
+    data : bytes
+        A job made by :func:`encode_job`.
+    blob_dir : path, optional
+        The folder holding the job's blobs, each in a file named by its name.
 
     Raises
     ------
     VersionMismatchError
         If the payload was made with other library versions than this worker has.
+    PayloadError
+        If a blob the job refers to cannot be found.
     """
     header, body = _unpack(data)
     theirs, ours = header.get("manifest", {}), manifest()
@@ -210,7 +277,14 @@ def decode_job(data: bytes) -> Job:
             "A pickle is only safe to load with the versions that made it: run the client "
             "and the worker with the same versions."
         )
-    contents = cloudpickle.loads(body)
+    if not header.get("blobs"):
+        contents = cloudpickle.loads(body)
+    elif blob_dir is None:
+        raise PayloadError(
+            f"The job refers to {len(header['blobs'])} data blob(s) but no blob folder was given."
+        )
+    else:
+        contents = _BlobUnpickler(io.BytesIO(body), blob_dir).load()
     return Job(contents["model"], contents["settings"], contents["jax_conversions"])
 
 

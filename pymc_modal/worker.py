@@ -6,6 +6,7 @@ It knows nothing of where it runs; a backend moves the bytes and calls
 
 from __future__ import annotations
 
+import os
 import time
 
 from pymc_modal import payload
@@ -13,13 +14,15 @@ from pymc_modal import payload
 __all__ = ["run"]
 
 
-def run(job_bytes: bytes) -> bytes:
+def run(job_bytes: bytes, blob_dir: str | os.PathLike | None = None) -> bytes:
     """Run one sampling job.
 
     Parameters
     ----------
     job_bytes : bytes
         A job made by :func:`pymc_modal.payload.encode_job`.
+    blob_dir : path, optional
+        The folder holding the data blobs the job refers to, if any.
 
     Returns
     -------
@@ -30,7 +33,7 @@ def run(job_bytes: bytes) -> bytes:
     """
     try:
         start = time.perf_counter()
-        job = payload.decode_job(job_bytes)
+        job = payload.decode_job(job_bytes, blob_dir)
         load_seconds = time.perf_counter() - start
         result = _sample(job)
         result["seconds"]["load"] = load_seconds

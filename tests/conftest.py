@@ -14,6 +14,23 @@ os.environ["MODAL_CONFIG_PATH"] = str(_EMPTY_MODAL_CONFIG)
 
 
 @pytest.fixture(autouse=True)
+def _own_cache(monkeypatch, tmp_path):
+    """Each test stores data blobs in a cache of its own, never the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def make_data_model(size: int = 300_000) -> pm.Model:
+    """A model whose data (2.4 MB of x, 2.4 MB of y) is large enough to travel as blobs."""
+    rng = np.random.default_rng(1)
+    x_values = rng.normal(size=size)
+    with pm.Model() as model:
+        x = pm.Data("x", x_values)
+        slope = pm.Normal("slope", 0, 1)
+        pm.Normal("y", slope * x, 1.0, observed=2.0 * x_values + rng.normal(size=size))
+    return model
+
+
+@pytest.fixture(autouse=True)
 def _no_modal_credentials(monkeypatch):
     for name in ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "MODAL_PROFILE", "PYMC_MODAL_BACKEND"):
         monkeypatch.delenv(name, raising=False)

@@ -34,7 +34,7 @@ def test_per_chain_initvals_follow_their_chains(settings):
 
 
 def test_more_workers_than_chains_is_refused_before_shipping(model, monkeypatch):
-    monkeypatch.setattr(client, "_run", pytest.fail)
+    monkeypatch.setattr(client, "_backend", pytest.fail)
     with pytest.raises(InvalidOptionError, match="workers=3 is more than chains=2"):
         pymc_modal.sample(model=model, chains=2, workers=3, backend="local")
 

@@ -148,3 +148,24 @@ def test_chains_of_several_workers_are_each_workers_own_run(model, settings):
     expected = np.concatenate([part["posterior"]["mu"] for part in parts])
     np.testing.assert_array_equal(merged.posterior["mu"].values, expected)
     assert list(merged.posterior.chain.values) == [0, 1, 2]
+
+
+def test_data_already_stored_is_not_stored_again(tmp_path):
+    from conftest import make_data_model
+
+    runs = [
+        pymc_modal.sample(
+            model=make_data_model(), draws=10, tune=10, chains=1, random_seed=2, backend="local"
+        )
+        for _ in range(2)
+    ]
+    first, second = (run.attrs for run in runs)
+    assert first["pymc_modal_data_bytes"] > 4_000_000
+    assert first["pymc_modal_uploaded_bytes"] == first["pymc_modal_data_bytes"]
+    assert second["pymc_modal_uploaded_bytes"] == 0
+    assert second["pymc_modal_payload_bytes"] < 100_000
+    stored = list((tmp_path / "cache" / "pymc-modal" / "blobs").iterdir())
+    assert sum(path.stat().st_size for path in stored) == first["pymc_modal_data_bytes"]
+    np.testing.assert_array_equal(
+        runs[0].posterior["slope"].values, runs[1].posterior["slope"].values
+    )

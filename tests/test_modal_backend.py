@@ -2,8 +2,9 @@
 
 The App, Image and Function objects are Modal's own, built offline. Only
 ``App.run``, ``Function.with_options`` (recorded, then passed to the real one),
-``Function.spawn`` and ``Function.map`` are replaced; the fake calls run the
-real worker on the very bytes the client sent.
+``Function.spawn``, ``Function.map``, ``Volume.listdir`` and
+``Volume.batch_upload`` are replaced; the fake calls run the real worker on the
+very bytes the client sent, reading the data volume from a local folder.
 """
 
 import contextlib
@@ -12,6 +13,7 @@ import json
 import platform
 import subprocess
 import sys
+import types
 
 import modal
 import modal.exception
@@ -47,7 +49,7 @@ class FakeCall:
 class FakeModal:
     """Records what reaches Modal's network boundary; runs the worker in process."""
 
-    def __init__(self, monkeypatch):
+    def __init__(self, monkeypatch, mount):
         self.runs, self.options, self.sent, self.calls, self.mapped = [], [], [], [], []
         self.error, self.interrupted = None, []
         real_with_options = modal.Function.with_options
@@ -82,6 +84,22 @@ class FakeModal:
                     raise self.error
                 yield modal_backend.run_job(job)
 
+        @contextlib.contextmanager
+        def batch_upload(volume, *args, **kwargs):
+            yield types.SimpleNamespace(
+                put_file=lambda file, path: self.uploaded.append((path, file.read()))
+            )
+            for path, data in self.uploaded:
+                (self.mount / path.lstrip("/")).write_bytes(data)
+
+        def listdir(volume, path, *args, **kwargs):
+            return [types.SimpleNamespace(path=entry.name) for entry in self.mount.iterdir()]
+
+        # The data volume, as the containers see it mounted.
+        self.mount, self.uploaded = mount, []
+        monkeypatch.setattr(modal_backend, "BLOB_MOUNT", str(mount))
+        monkeypatch.setattr(modal.Volume, "batch_upload", batch_upload)
+        monkeypatch.setattr(modal.Volume, "listdir", listdir)
         monkeypatch.setattr(modal.App, "run", run)
         monkeypatch.setattr(modal.Function, "map", map)
         monkeypatch.setattr(modal.Function, "with_options", with_options)
@@ -89,10 +107,12 @@ class FakeModal:
 
 
 @pytest.fixture
-def fake_modal(monkeypatch):
+def fake_modal(monkeypatch, tmp_path):
     monkeypatch.setenv("MODAL_TOKEN_ID", "ak-fake")
     monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-fake")
-    return FakeModal(monkeypatch)
+    mount = tmp_path / "volume"
+    mount.mkdir()
+    return FakeModal(monkeypatch, mount)
 
 
 def _tiny_model():
@@ -137,6 +157,21 @@ def test_workers_fan_out_through_map_and_match_the_local_backend(fake_modal):
     assert fanned.attrs["pymc_modal_cost_usd"] == pytest.approx(
         pricing.PRICE_PER_SECOND["A100-40GB"] * 2 * wall
     )
+
+
+@pytest.mark.slow
+def test_data_is_uploaded_to_the_volume_once(fake_modal):
+    from conftest import make_data_model
+
+    first = pymc_modal.sample(model=make_data_model(), backend="modal", **TINY)
+    uploads = len(fake_modal.uploaded)
+    second = pymc_modal.sample(model=make_data_model(), backend="modal", **TINY)
+
+    assert uploads == 2 and len(fake_modal.uploaded) == 2  # x and y, the first time only
+    assert first.attrs["pymc_modal_uploaded_bytes"] == first.attrs["pymc_modal_data_bytes"]
+    assert second.attrs["pymc_modal_uploaded_bytes"] == 0
+    assert all(len(job) < 100_000 for (job,) in fake_modal.sent)
+    np.testing.assert_array_equal(first.posterior["slope"].values, second.posterior["slope"].values)
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import textwrap
 import threading
 import types
 
+import numpy as np
 import pytest
 
 from pymc_modal import payload, worker
@@ -160,6 +161,29 @@ def test_installed_and_compiled_modules_are_not_shipped(tmp_path, monkeypatch):
     compiled = types.ModuleType("lazylinker_ext")
     compiled.__file__ = str(tmp_path / "lazylinker_ext.cpython-312-x86_64-linux-gnu.so")
     assert not payload._is_local(compiled)
+
+
+def test_large_arrays_travel_as_blobs_named_by_their_content(tmp_path, settings):
+    from conftest import make_data_model
+
+    model = make_data_model()
+    inline = payload.encode_job(model, settings)
+    blobs = {}
+    job = payload.encode_job(model, settings, blobs)
+    assert len(blobs) == 2  # x and the observed y
+    assert len(job) < 0.1 * len(inline)
+    again = {}
+    payload.encode_job(make_data_model(), settings, again)  # the same data, built anew
+    assert again.keys() == blobs.keys()
+
+    with pytest.raises(PayloadError, match="no blob folder"):
+        payload.decode_job(job)
+    with pytest.raises(PayloadError, match="is not in"):
+        payload.decode_job(job, tmp_path)
+    for name, data in blobs.items():
+        (tmp_path / name).write_bytes(data)
+    loaded = payload.decode_job(job, tmp_path).model
+    np.testing.assert_array_equal(loaded["x"].get_value(), model["x"].get_value())
 
 
 def test_header_is_json():

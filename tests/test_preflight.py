@@ -28,7 +28,7 @@ def _nothing_shipped(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a job was shipped although preflight should have refused it")
 
-    monkeypatch.setattr(client, "_run", refuse)
+    monkeypatch.setattr(client, "_backend", refuse)
 
 
 def test_no_free_variables():
@@ -144,7 +144,7 @@ def test_client_starts_no_jax_device():
         def ship(*args):
             raise Shipped
 
-        client._run = ship
+        client._backend = ship
         with pm.Model():
             x = pm.Normal("x", 0, 1, shape=3)
             pm.Normal("y", x.sum(), 1, observed=np.ones(5))

@@ -24,9 +24,10 @@ from typing import TextIO
 
 import pymc_modal
 from pymc_modal.backends import Delivery
+from pymc_modal.config import Options
 from pymc_modal.errors import WorkerError
 
-__all__ = ["run"]
+__all__ = ["blob_dir", "run", "store_blobs"]
 
 WHERE = "this machine"
 
@@ -69,6 +70,7 @@ class _Process:
                 "pymc_modal.backends.local",
                 str(self.job_path),
                 str(self.answer_path),
+                str(blob_dir()),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -112,13 +114,47 @@ class _Process:
         return Delivery(answer=answer, seconds={"wall": wall, "transfer": transfer}, where=WHERE)
 
 
-def run(jobs: Sequence[bytes]) -> list[Delivery]:
+def blob_dir() -> Path:
+    """This machine's store of data blobs: ``$XDG_CACHE_HOME/pymc-modal/blobs``.
+
+    ``XDG_CACHE_HOME`` defaults to ``~/.cache``. Delete the folder to free the
+    space; a later run stores what it needs again.
+    """
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache, "pymc-modal", "blobs")
+
+
+def store_blobs(blobs: dict[str, bytes]) -> int:
+    """Write the blobs the store lacks; return how many bytes that took.
+
+    Parameters
+    ----------
+    blobs : dict of str to bytes
+        Blobs by name, as :func:`pymc_modal.payload.encode_job` collects them.
+    """
+    folder = blob_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for name, data in blobs.items():
+        path = folder / name
+        if path.exists():
+            continue
+        partial = path.with_name(f"{name}.{os.getpid()}.partial")
+        partial.write_bytes(data)
+        partial.replace(path)
+        written += len(data)
+    return written
+
+
+def run(jobs: Sequence[bytes], options: Options) -> list[Delivery]:
     """Run each job in a new Python process, all at once, and return their answers in order.
 
     Parameters
     ----------
     jobs : sequence of bytes
-        Encoded jobs.
+        Encoded jobs; their blobs must be in :func:`blob_dir`.
+    options : Options
+        Unused: GPU, timeout and retries are Modal's.
 
     Raises
     ------
@@ -155,13 +191,12 @@ def _exit_with_the_client() -> None:
     os._exit(1)
 
 
-def main(job_path: str, answer_path: str) -> None:
+def main(job_path: str, answer_path: str, blobs: str) -> None:
     """Entry point of the worker process: read the job, run it, write the answer."""
     from pymc_modal import worker
 
     threading.Thread(target=_exit_with_the_client, daemon=True).start()
-
-    answer = worker.run(Path(job_path).read_bytes())
+    answer = worker.run(Path(job_path).read_bytes(), blobs)
     partial = Path(answer_path + ".partial")
     partial.write_bytes(answer)
     partial.rename(answer_path)

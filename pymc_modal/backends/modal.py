@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import io
 import time
 from collections.abc import Callable, Iterator, Sequence
 
@@ -34,9 +35,11 @@ __all__ = [
     "requirements",
     "run",
     "run_job",
+    "store_blobs",
 ]
 
 APP_NAME = "pymc-modal"
+DATA_VOLUME = "pymc-modal-data"
 PINNED = ("pymc", "pytensor", "numpy", "arviz", "numpyro", "cloudpickle")
 CUDA_EXTRA = "cuda12"
 # Arguments over 2 MiB travel through Modal's blob storage; both ends hold them in memory.
@@ -64,16 +67,23 @@ image = _image() if modal.is_local() else modal.Image.debian_slim()
 app = modal.App(APP_NAME, image=image, include_source=False)
 
 
+# Data blobs, stored once by content hash and mounted on every container.
+data_volume = modal.Volume.from_name(DATA_VOLUME, create_if_missing=True)
+BLOB_MOUNT = "/blobs"
+
+
 def run_job(job: bytes) -> bytes:
     """Run one job in a Modal container; the worker does not know it is on Modal."""
     from pymc_modal import worker
 
-    return worker.run(job)
+    return worker.run(job, BLOB_MOUNT)
 
 
 # Decorated here rather than with @, so that `run_job` stays the plain function
 # a container imports, whichever app (the default or a GPU fallback list) ran it.
-gpu_function = app.function(gpu=DEFAULT_GPU, timeout=DEFAULT_TIMEOUT)(run_job)
+gpu_function = app.function(
+    gpu=DEFAULT_GPU, timeout=DEFAULT_TIMEOUT, volumes={BLOB_MOUNT: data_volume}
+)(run_job)
 
 
 def credentials_configured() -> bool:
@@ -103,9 +113,32 @@ def _function_for(options: Options) -> tuple[modal.App, modal.Function]:
     # so it gets an app of its own around the same function.
     fallback_app = modal.App(APP_NAME, image=image, include_source=False)
     fallback = fallback_app.function(
-        gpu=list(options.gpu), timeout=options.timeout, retries=options.retries
+        gpu=list(options.gpu),
+        timeout=options.timeout,
+        retries=options.retries,
+        volumes={BLOB_MOUNT: data_volume},
     )(run_job)
     return fallback_app, fallback
+
+
+def store_blobs(blobs: dict[str, bytes]) -> int:
+    """Upload the blobs the data volume lacks; return how many bytes that took.
+
+    Parameters
+    ----------
+    blobs : dict of str to bytes
+        Blobs by name, as :func:`pymc_modal.payload.encode_job` collects them.
+    """
+    if not blobs:
+        return 0
+    check_credentials()
+    present = {entry.path.strip("/") for entry in data_volume.listdir("/")}
+    missing = {name: data for name, data in blobs.items() if name not in present}
+    if missing:
+        with data_volume.batch_upload() as batch:
+            for name, data in missing.items():
+                batch.put_file(io.BytesIO(data), f"/{name}")
+    return sum(map(len, missing.values()))
 
 
 @contextlib.contextmanager
