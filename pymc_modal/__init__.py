@@ -13,8 +13,9 @@ import logging
 from pymc_modal import errors
 from pymc_modal.client import sample
 from pymc_modal.config import gpu, options
+from pymc_modal.runs import fetch
 
-__all__ = ["errors", "gpu", "options", "sample"]
+__all__ = ["errors", "fetch", "gpu", "options", "sample"]
 __version__ = "0.1.0"
 
 _log = logging.getLogger("pymc_modal")

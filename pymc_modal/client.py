@@ -214,6 +214,7 @@ def sample(
     backend: str | None = None,
     gpu: str | Sequence[str] | None = None,
     workers: int | None = None,
+    wait: bool = True,
     **kwargs: Any,
 ):
     """Draw samples from the posterior with NumPyro's NUTS, on a worker.
@@ -276,11 +277,17 @@ def sample(
         workers' chains have seeds of their own spawned from ``random_seed``:
         the result is reproducible, but only ``workers=1`` gives the draws of
         ``pm.sample``.
+    wait : bool, default True
+        If False, start the run detached and return a
+        :class:`pymc_modal.runs.Run` at once; :func:`pymc_modal.fetch` with
+        its id returns the result later, from any process on this machine.
+        Local backend only, for now.
 
     Returns
     -------
     arviz.InferenceData or xarray.DataTree
-        What ``pm.sample`` returns on this installation, with posterior,
+        What ``pm.sample`` returns on this installation (a
+        :class:`pymc_modal.runs.Run` if ``wait=False``), with posterior,
         sample_stats, observed_data and constant_data. Its ``attrs`` name the
         backend and device (``pymc_modal_backend``, ``pymc_modal_device``),
         the seconds of each phase (``pymc_modal_seconds_<phase>``) and the
@@ -316,6 +323,11 @@ def sample(
     options = resolve(backend=backend, gpu=gpu, workers=workers)
     shares = fanout.split(settings, options.workers)
     backend = _choose_backend(options.backend)
+    if not wait and backend != "local":
+        raise UnsupportedArgumentError(
+            "wait=False (a detached run) is available on the local backend only, for now; "
+            "on Modal, keep wait=True, or pass backend='local'."
+        )
     result_size = preflight.check(model, settings, options.max_result_bytes)
     seconds = {"preflight": time.perf_counter() - started}
 
@@ -328,6 +340,22 @@ def sample(
     start = time.perf_counter()
     uploaded = runner.store_blobs(blobs)
     seconds["upload"] = time.perf_counter() - start
+    attrs = {
+        "pymc_modal_backend": backend,
+        "pymc_modal_payload_bytes": sum(map(len, jobs)),
+        "pymc_modal_data_bytes": sum(map(len, blobs.values())),
+        "pymc_modal_uploaded_bytes": uploaded,
+        "pymc_modal_result_bytes_estimated": result_size,
+    }
+    if not wait:
+        from pymc_modal import runs
+
+        attrs.update({"pymc_modal_where": runner.WHERE, "pymc_modal_cost_usd": 0.0})
+        attrs.update({f"pymc_modal_seconds_{name}": value for name, value in seconds.items()})
+        run = runs.submit(jobs, result.context(model, idata_kwargs), {"attrs": attrs})
+        if not quiet:
+            _log.info("Started run %s; pymc_modal.fetch(%r) returns its result.", run.id, run.id)
+        return run
     deliveries = runner.run(jobs, options)
 
     start = time.perf_counter()
@@ -341,18 +369,15 @@ def sample(
     )
     seconds.update(raw["seconds"])
     where = deliveries[0].where
-    attrs = {
-        "pymc_modal_backend": backend,
-        "pymc_modal_where": where,
-        "pymc_modal_device": raw["device"],
-        "pymc_modal_workers": len(jobs),
-        "pymc_modal_payload_bytes": sum(map(len, jobs)),
-        "pymc_modal_data_bytes": sum(map(len, blobs.values())),
-        "pymc_modal_uploaded_bytes": uploaded,
-        "pymc_modal_result_bytes_estimated": result_size,
-        **_cost(backend, deliveries, options),
-    }
-    idata = result.wrap(raw, model, idata_kwargs, attrs)
+    attrs.update(
+        {
+            "pymc_modal_where": where,
+            "pymc_modal_device": raw["device"],
+            "pymc_modal_workers": len(jobs),
+            **_cost(backend, deliveries, options),
+        }
+    )
+    idata = result.wrap(raw, result.context(model, idata_kwargs), attrs)
     seconds["return"] = time.perf_counter() - start
     seconds["total"] = time.perf_counter() - started
     idata.attrs.update({f"pymc_modal_seconds_{name}": value for name, value in seconds.items()})

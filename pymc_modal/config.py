@@ -12,12 +12,13 @@ import contextvars
 import dataclasses
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from pymc_modal import pricing
 from pymc_modal.errors import InvalidOptionError
 
-__all__ = ["BACKENDS", "Options", "gpu", "options", "resolve"]
+__all__ = ["BACKENDS", "Options", "cache_dir", "gpu", "options", "resolve"]
 
 BACKENDS = ("auto", "local", "modal")
 DEFAULT_TIMEOUT = 2 * 60 * 60
@@ -161,6 +162,14 @@ def gpu(spec: str | Sequence[str], **overrides: Any) -> contextlib.AbstractConte
             idata = pymc_modal.sample(model=model, var_names=["beta"])
     """
     return options(gpu=spec if isinstance(spec, str) else tuple(spec), **overrides)
+
+
+def cache_dir() -> Path:
+    """This machine's folder for pymc_modal's data blobs and run records.
+
+    ``$XDG_CACHE_HOME/pymc-modal``, where ``XDG_CACHE_HOME`` defaults to ``~/.cache``.
+    """
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "pymc-modal")
 
 
 def resolve(**call_overrides: Any) -> Options:

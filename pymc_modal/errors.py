@@ -14,6 +14,7 @@ __all__ = [
     "PayloadError",
     "PymcModalError",
     "ResultTooLargeError",
+    "RunNotFoundError",
     "UnknownVarNamesError",
     "UnsupportedArgumentError",
     "VersionMismatchError",
@@ -67,3 +68,7 @@ class WorkerError(PymcModalError, RuntimeError):
 
 class MissingCredentialsError(PymcModalError, RuntimeError):
     """The Modal backend was chosen but no Modal credentials are configured."""
+
+
+class RunNotFoundError(PymcModalError, LookupError):
+    """No detached run with that id is recorded on this machine."""

@@ -37,6 +37,7 @@ from pymc_modal.errors import PayloadError, VersionMismatchError, WorkerError
 
 __all__ = [
     "Job",
+    "answer_status",
     "decode_job",
     "decode_result",
     "encode_failure",
@@ -308,6 +309,12 @@ def encode_failure(exc: BaseException) -> bytes:
         "traceback": remote_traceback,
     }
     return _pack(header, pickled)
+
+
+def answer_status(data: bytes) -> str:
+    """``"ok"`` or ``"error"``: whether a worker's answer holds a result, read from its header."""
+    header, _ = _unpack(data)
+    return header["status"]
 
 
 def decode_result(data: bytes, where: str) -> dict[str, Any]:

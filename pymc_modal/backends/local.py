@@ -24,10 +24,10 @@ from typing import TextIO
 
 import pymc_modal
 from pymc_modal.backends import Delivery
-from pymc_modal.config import Options
+from pymc_modal.config import Options, cache_dir
 from pymc_modal.errors import WorkerError
 
-__all__ = ["blob_dir", "run", "store_blobs"]
+__all__ = ["blob_dir", "run", "start_detached", "store_blobs"]
 
 WHERE = "this machine"
 
@@ -48,15 +48,32 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
+def _worker_command(job_path: Path, answer_path: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "pymc_modal.backends.local",
+        str(job_path),
+        str(answer_path),
+        str(blob_dir()),
+    ]
+
+
+def _worker_environment() -> dict[str, str]:
+    """This process's environment, with this package importable as it is here."""
+    package_parent = str(Path(pymc_modal.__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
+    return env
+
+
 class _Process:
     """One worker process: its job written to a file, its output relayed as it comes.
 
     ``finished`` receives ``index`` when the process ends.
     """
 
-    def __init__(
-        self, job: bytes, folder: Path, env: dict[str, str], index: int, finished: queue.Queue
-    ) -> None:
+    def __init__(self, job: bytes, folder: Path, index: int, finished: queue.Queue) -> None:
         folder.mkdir()
         self.job_path, self.answer_path = folder / "job", folder / "answer"
         start = time.perf_counter()
@@ -64,19 +81,12 @@ class _Process:
         self.transfer = time.perf_counter() - start
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pymc_modal.backends.local",
-                str(self.job_path),
-                str(self.answer_path),
-                str(blob_dir()),
-            ],
+            _worker_command(self.job_path, self.answer_path),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             # Never written: the worker ends when this end closes, however this process ends.
             stdin=subprocess.PIPE,
-            env=env,
+            env=_worker_environment(),
         )
         self.relays = [
             threading.Thread(target=_relay, args=(self.process.stdout, sys.stdout), daemon=True),
@@ -115,13 +125,11 @@ class _Process:
 
 
 def blob_dir() -> Path:
-    """This machine's store of data blobs: ``$XDG_CACHE_HOME/pymc-modal/blobs``.
+    """This machine's store of data blobs, in :func:`pymc_modal.config.cache_dir`.
 
-    ``XDG_CACHE_HOME`` defaults to ``~/.cache``. Delete the folder to free the
-    space; a later run stores what it needs again.
+    Delete the folder to free the space; a later run stores what it needs again.
     """
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache, "pymc-modal", "blobs")
+    return cache_dir() / "blobs"
 
 
 def store_blobs(blobs: dict[str, bytes]) -> int:
@@ -162,15 +170,12 @@ def run(jobs: Sequence[bytes], options: Options) -> list[Delivery]:
         If a process died without answering (e.g. killed for memory); the
         others are stopped, as they are on an interrupt.
     """
-    package_parent = str(Path(pymc_modal.__file__).resolve().parent.parent)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
     with tempfile.TemporaryDirectory(prefix="pymc-modal-") as folder:
         processes = []
         finished: queue.Queue[int] = queue.Queue()
         try:
             for index, job in enumerate(jobs):
-                processes.append(_Process(job, Path(folder, str(index)), env, index, finished))
+                processes.append(_Process(job, Path(folder, str(index)), index, finished))
             deliveries: dict[int, Delivery] = {}
             while len(deliveries) < len(processes):
                 index = finished.get()
@@ -191,11 +196,31 @@ def _exit_with_the_client() -> None:
     os._exit(1)
 
 
-def main(job_path: str, answer_path: str, blobs: str) -> None:
+def start_detached(job_path: Path, answer_path: Path, log_path: Path) -> int:
+    """Start a worker process that outlives this one; return its process id.
+
+    It reads its job from ``job_path``, writes its answer to ``answer_path``
+    and its output to ``log_path``, in a session of its own, so neither
+    Ctrl-C nor the end of this process stops it.
+    """
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [*_worker_command(job_path, answer_path), "detached"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_worker_environment(),
+            start_new_session=True,
+        )
+    return process.pid
+
+
+def main(job_path: str, answer_path: str, blobs: str, mode: str = "attached") -> None:
     """Entry point of the worker process: read the job, run it, write the answer."""
     from pymc_modal import worker
 
-    threading.Thread(target=_exit_with_the_client, daemon=True).start()
+    if mode == "attached":
+        threading.Thread(target=_exit_with_the_client, daemon=True).start()
     answer = worker.run(Path(job_path).read_bytes(), blobs)
     partial = Path(answer_path + ".partial")
     partial.write_bytes(answer)

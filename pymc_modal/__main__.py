@@ -1,0 +1,49 @@
+"""The command line: ``python -m pymc_modal runs`` and ``python -m pymc_modal fetch RUN_ID``."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+
+from pymc_modal import runs
+from pymc_modal.errors import PymcModalError
+
+
+def _list() -> None:
+    found = runs.list_runs()
+    if not found:
+        print(f"No runs recorded in {runs.runs_dir()}.")
+        return
+    print(f"{'run':<24} {'status':<8} {'where':<14} {'workers':>7} {'created':<20} cost")
+    for record in found:
+        attrs = record["attrs"]
+        print(
+            f"{record['id']:<24} {record['status']:<8} {attrs['pymc_modal_where']:<14} "
+            f"{record['workers']:>7} {record['created']:<20} ${attrs['pymc_modal_cost_usd']:.2f}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pymc_modal", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("runs", help="list this machine's runs, newest first")
+    fetch = commands.add_parser("fetch", help="wait for a run and save its result as netCDF")
+    fetch.add_argument("run_id")
+    fetch.add_argument("-o", "--output", default="result.nc", help="default: result.nc")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "runs":
+            _list()
+        else:
+            runs.fetch(args.run_id)
+            shutil.copyfile(runs.runs_dir() / args.run_id / runs.RESULT_FILE, args.output)
+            print(f"Saved run {args.run_id} to {args.output}.")
+    except PymcModalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
