@@ -10,6 +10,15 @@ from pymc_modal import runs
 from pymc_modal.errors import PymcModalError
 
 
+def _cost(record: dict) -> str:
+    if record["backend"] == "local":
+        return "$0.00"
+    fetched = runs.runs_dir() / record["id"] / runs.RESULT_FILE
+    return (
+        f"${runs.fetch(record['id']).attrs['pymc_modal_cost_usd']:.2f}" if fetched.exists() else "-"
+    )
+
+
 def _list() -> None:
     found = runs.list_runs()
     if not found:
@@ -20,7 +29,7 @@ def _list() -> None:
         attrs = record["attrs"]
         print(
             f"{record['id']:<24} {record['status']:<8} {attrs['pymc_modal_where']:<14} "
-            f"{record['workers']:>7} {record['created']:<20} ${attrs['pymc_modal_cost_usd']:.2f}"
+            f"{record['workers']:>7} {record['created']:<20} {_cost(record)}"
         )
 
 

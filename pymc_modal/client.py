@@ -281,7 +281,6 @@ def sample(
         If False, start the run detached and return a
         :class:`pymc_modal.runs.Run` at once; :func:`pymc_modal.fetch` with
         its id returns the result later, from any process on this machine.
-        Local backend only, for now.
 
     Returns
     -------
@@ -323,11 +322,6 @@ def sample(
     options = resolve(backend=backend, gpu=gpu, workers=workers)
     shares = fanout.split(settings, options.workers)
     backend = _choose_backend(options.backend)
-    if not wait and backend != "local":
-        raise UnsupportedArgumentError(
-            "wait=False (a detached run) is available on the local backend only, for now; "
-            "on Modal, keep wait=True, or pass backend='local'."
-        )
     result_size = preflight.check(model, settings, options.max_result_bytes)
     seconds = {"preflight": time.perf_counter() - started}
 
@@ -350,9 +344,13 @@ def sample(
     if not wait:
         from pymc_modal import runs
 
-        attrs.update({"pymc_modal_where": runner.WHERE, "pymc_modal_cost_usd": 0.0})
+        attrs["pymc_modal_where"] = runner.where(options)
+        if backend == "modal":
+            attrs["pymc_modal_gpu"] = (
+                options.gpu if isinstance(options.gpu, str) else options.gpu[0]
+            )
         attrs.update({f"pymc_modal_seconds_{name}": value for name, value in seconds.items()})
-        run = runs.submit(jobs, result.context(model, idata_kwargs), {"attrs": attrs})
+        run = runs.submit(backend, jobs, options, result.context(model, idata_kwargs), attrs)
         if not quiet:
             _log.info("Started run %s; pymc_modal.fetch(%r) returns its result.", run.id, run.id)
         return run

@@ -1,9 +1,10 @@
 """Detached runs: a record on disk for each, fetched later from any process.
 
-Each run has a folder under ``$XDG_CACHE_HOME/pymc-modal/runs`` (``~/.cache``
-by default) holding its record (``record.json``), what wrapping its result
-takes from the client's model (``context.pkl``), its jobs, the workers'
-answers and logs, and, once fetched, the result in ArviZ's netCDF form
+Each run has a folder in :func:`pymc_modal.config.cache_dir` holding its
+record (``record.json``: backend, worker process ids or Modal call ids,
+attrs), what wrapping its result takes from the client's model
+(``context.pkl``), the workers' answers (and, on the local backend, their jobs
+and logs) and, once fetched, the result in ArviZ's netCDF form
 (``result.nc``), which opens without this package.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import pickle
 import secrets
@@ -19,13 +21,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pymc_modal import fanout, payload, result
-from pymc_modal.config import cache_dir
+from pymc_modal import fanout, payload, pricing, result
+from pymc_modal.config import Options, cache_dir
 from pymc_modal.errors import RunNotFoundError, WorkerError
 
 __all__ = ["Run", "fetch", "list_runs", "runs_dir", "submit"]
 
 RESULT_FILE = "result.nc"
+
+_log = logging.getLogger("pymc_modal")
 
 
 def runs_dir() -> Path:
@@ -81,6 +85,8 @@ class Run:
         if all(path.exists() for path in answers):
             statuses = [payload.answer_status(path.read_bytes()) for path in answers]
             return "done" if all(status == "ok" for status in statuses) else "failed"
+        if self.record["backend"] != "local":
+            return "running"  # until fetched: Modal is not asked
         pids = self.record["pids"]
         ended = [
             not path.exists() and not _alive(pid) for path, pid in zip(answers, pids, strict=True)
@@ -95,30 +101,41 @@ class Run:
         return f"<pymc_modal run {self.id}: {self.status()}; pymc_modal.fetch({self.id!r})>"
 
 
-def submit(jobs: list[bytes], context: dict[str, Any], record: dict[str, Any]) -> Run:
-    """Record a run, start its workers detached on this machine, and return its handle."""
-    from pymc_modal.backends import local
+def submit(
+    backend: str, jobs: list[bytes], options: Options, context: dict[str, Any], attrs: dict
+) -> Run:
+    """Record a run, start its workers detached, and return its handle.
 
+    On the local backend the workers are processes in sessions of their own;
+    on Modal, calls in an app that outlives this process.
+    """
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_id = f"{stamp}-{secrets.token_hex(3)}"
     folder = runs_dir() / run_id
     folder.mkdir(parents=True)
     (folder / "context.pkl").write_bytes(pickle.dumps(context, pickle.HIGHEST_PROTOCOL))
-    pids = []
-    for index, job in enumerate(jobs):
-        (folder / f"job-{index}").write_bytes(job)
-        pids.append(
-            local.start_detached(
-                folder / f"job-{index}", folder / f"answer-{index}", folder / f"log-{index}.txt"
-            )
-        )
     record = {
-        **record,
         "id": run_id,
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        "backend": backend,
         "workers": len(jobs),
-        "pids": pids,
+        "attrs": attrs,
     }
+    if backend == "local":
+        from pymc_modal.backends import local
+
+        record["pids"] = []
+        for index, job in enumerate(jobs):
+            (folder / f"job-{index}").write_bytes(job)
+            record["pids"].append(
+                local.start_detached(
+                    folder / f"job-{index}", folder / f"answer-{index}", folder / f"log-{index}.txt"
+                )
+            )
+    else:
+        from pymc_modal.backends import modal
+
+        record["calls"] = modal.start_detached(jobs, options, run_id)
     (folder / "record.json").write_text(json.dumps(record, indent=1))
     return Run(run_id)
 
@@ -169,6 +186,8 @@ def fetch(run_id: str, wait: bool = True, poll_seconds: float = 1.0):
     """
     run = Run(run_id)
     path = run.folder / RESULT_FILE
+    if not path.exists() and run.record["backend"] != "local":
+        _collect_from_modal(run, wait)
     if not path.exists():
         offset = 0
         while (status := run.status()) == "running":
@@ -186,6 +205,18 @@ def fetch(run_id: str, wait: bool = True, poll_seconds: float = 1.0):
     return _load(path)
 
 
+def _collect_from_modal(run: Run, wait: bool) -> None:
+    from pymc_modal.backends import modal
+
+    if wait:
+        _log.info("Waiting for run %s on Modal...", run.id)
+    for index, (path, call_id) in enumerate(zip(run._answers(), run.record["calls"], strict=True)):
+        if not path.exists():
+            answer = modal.detached_answer(run.id, index, call_id, wait)
+            if answer is not None:
+                path.write_bytes(answer)
+
+
 def _write_result(run: Run, path: Path) -> None:
     where = run.record["attrs"]["pymc_modal_where"]
     answers = [payload.decode_result(p.read_bytes(), where) for p in run._answers()]
@@ -194,8 +225,18 @@ def _write_result(run: Run, path: Path) -> None:
         **run.record["attrs"],
         "pymc_modal_device": raw["device"],
         "pymc_modal_run_id": run.id,
+        "pymc_modal_workers": len(answers),
         **{f"pymc_modal_seconds_{name}": value for name, value in raw["seconds"].items()},
     }
+    if "pymc_modal_gpu" in attrs:
+        # The workers' own seconds: a detached run's container start is not seen from here.
+        gpu_seconds = sum(sum(answer["seconds"].values()) for answer in answers)
+        attrs["pymc_modal_gpu_seconds"] = gpu_seconds
+        attrs["pymc_modal_cost_usd"] = pricing.cost(attrs["pymc_modal_gpu"], gpu_seconds)
+    else:
+        attrs["pymc_modal_cost_usd"] = 0.0
+    record = {**run.record, "cost_usd": attrs["pymc_modal_cost_usd"]}
+    (run.folder / "record.json").write_text(json.dumps(record, indent=1))
     context = pickle.loads((run.folder / "context.pkl").read_bytes())
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     result.wrap(raw, context, attrs).to_netcdf(partial)

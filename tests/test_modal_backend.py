@@ -2,9 +2,10 @@
 
 The App, Image and Function objects are Modal's own, built offline. Only
 ``App.run``, ``Function.with_options`` (recorded, then passed to the real one),
-``Function.spawn``, ``Function.map``, ``Volume.listdir`` and
-``Volume.batch_upload`` are replaced; the fake calls run the real worker on the
-very bytes the client sent, reading the data volume from a local folder.
+``Function.spawn``, ``Function.map``, ``FunctionCall.from_id`` and the
+volumes' ``listdir``, ``batch_upload``, ``read_file`` and ``commit`` are
+replaced; the fake calls run the real worker on the very bytes the client
+sent, with the volumes mounted as local folders.
 """
 
 import contextlib
@@ -36,6 +37,7 @@ from pymc_modal.errors import (
 class FakeCall:
     def __init__(self, answer=None, error=None):
         self.answer, self.error, self.cancelled = answer, error, []
+        self.object_id = f"fc-{id(self)}"
 
     def get(self, timeout=None):
         if self.error is not None:
@@ -51,12 +53,13 @@ class FakeModal:
 
     def __init__(self, monkeypatch, mount):
         self.runs, self.options, self.sent, self.calls, self.mapped = [], [], [], [], []
-        self.error, self.interrupted = None, []
+        self.error, self.interrupted, self.detached = None, [], []
         real_with_options = modal.Function.with_options
 
         @contextlib.contextmanager
-        def run(app, *args, **kwargs):
+        def run(app, *args, detach=False, **kwargs):
             self.runs.append(app)
+            self.detached.append(detach)
             try:
                 yield app
             except KeyboardInterrupt:
@@ -95,9 +98,25 @@ class FakeModal:
         def listdir(volume, path, *args, **kwargs):
             return [types.SimpleNamespace(path=entry.name) for entry in self.mount.iterdir()]
 
-        # The data volume, as the containers see it mounted.
+        def read_file(volume, path):
+            try:
+                return iter([(self.results / path.lstrip("/")).read_bytes()])
+            except FileNotFoundError:
+                raise FileNotFoundError(path) from None
+
+        def from_id(call_id):
+            (call,) = [call for call in self.calls if call.object_id == call_id]
+            return call
+
+        # The data and results volumes, as the containers see them mounted.
         self.mount, self.uploaded = mount, []
+        self.results = mount.parent / "results"
+        self.results.mkdir()
         monkeypatch.setattr(modal_backend, "BLOB_MOUNT", str(mount))
+        monkeypatch.setattr(modal_backend, "RESULTS_MOUNT", str(self.results))
+        monkeypatch.setattr(modal.Volume, "read_file", read_file)
+        monkeypatch.setattr(modal.Volume, "commit", lambda volume: None)
+        monkeypatch.setattr(modal.FunctionCall, "from_id", from_id)
         monkeypatch.setattr(modal.Volume, "batch_upload", batch_upload)
         monkeypatch.setattr(modal.Volume, "listdir", listdir)
         monkeypatch.setattr(modal.App, "run", run)
@@ -172,6 +191,29 @@ def test_data_is_uploaded_to_the_volume_once(fake_modal):
     assert second.attrs["pymc_modal_uploaded_bytes"] == 0
     assert all(len(job) < 100_000 for (job,) in fake_modal.sent)
     np.testing.assert_array_equal(first.posterior["slope"].values, second.posterior["slope"].values)
+
+
+@pytest.mark.slow
+def test_detached_run_on_modal_is_fetched_from_the_results_volume(fake_modal):
+    run = pymc_modal.sample(model=_tiny_model(), backend="modal", wait=False, **TINY)
+    assert fake_modal.detached == [True]
+    assert [path.name for path in fake_modal.results.iterdir()] == [f"{run.id}-0"]
+    assert run.status() == "running"  # Modal is not asked until a fetch
+
+    fetched = pymc_modal.fetch(run.id)
+    waited = pymc_modal.sample(model=_tiny_model(), backend="modal", **TINY)
+    np.testing.assert_array_equal(fetched.posterior["x"].values, waited.posterior["x"].values)
+    assert fetched.attrs["pymc_modal_where"] == "Modal A100"
+    assert fetched.attrs["pymc_modal_cost_usd"] > 0
+    assert run.record["cost_usd"] == fetched.attrs["pymc_modal_cost_usd"]
+
+
+def test_detached_answer_falls_back_to_the_call(fake_modal):
+    (call_id,) = modal_backend.start_detached([b"job"], resolve(), "run")
+    (fake_modal.results / "run-0").unlink()  # as if the volume had lost it
+    assert modal_backend.detached_answer("run", 0, call_id, wait=False) is None
+    answer = modal_backend.detached_answer("run", 0, call_id, wait=True)
+    assert answer == fake_modal.calls[0].answer
 
 
 @pytest.mark.slow

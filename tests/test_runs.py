@@ -12,8 +12,8 @@ import pytest
 from pymc.exceptions import SamplingError
 
 import pymc_modal
-from pymc_modal import client, runs
-from pymc_modal.errors import RunNotFoundError, UnsupportedArgumentError, WorkerError
+from pymc_modal import runs
+from pymc_modal.errors import RunNotFoundError, WorkerError
 
 SCRIPT = textwrap.dedent(
     """
@@ -113,11 +113,3 @@ def test_unknown_run_says_how_to_list_runs():
     )
     assert out.returncode == 1 and "No run 'nope'" in out.stderr
     assert runs.list_runs() == []
-
-
-def test_detached_runs_on_modal_are_refused_before_anything_starts(model, monkeypatch):
-    monkeypatch.setenv("MODAL_TOKEN_ID", "ak-fake")
-    monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-fake")
-    monkeypatch.setattr(client, "_backend", pytest.fail)
-    with pytest.raises(UnsupportedArgumentError, match="wait=False"):
-        pymc_modal.sample(model=model, backend="modal", wait=False)

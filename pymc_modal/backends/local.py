@@ -27,7 +27,7 @@ from pymc_modal.backends import Delivery
 from pymc_modal.config import Options, cache_dir
 from pymc_modal.errors import WorkerError
 
-__all__ = ["blob_dir", "run", "start_detached", "store_blobs"]
+__all__ = ["blob_dir", "run", "start_detached", "store_blobs", "where"]
 
 WHERE = "this machine"
 
@@ -46,6 +46,11 @@ def _stop(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def where(options: Options) -> str:
+    """Where jobs run, in words: always this machine."""
+    return WHERE
 
 
 def _worker_command(job_path: Path, answer_path: Path) -> list[str]:

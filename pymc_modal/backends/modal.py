@@ -16,6 +16,7 @@ import importlib.metadata
 import io
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import modal
 import modal.config
@@ -31,15 +32,19 @@ __all__ = [
     "app",
     "check_credentials",
     "credentials_configured",
+    "detached_answer",
     "gpu_function",
     "requirements",
     "run",
     "run_job",
+    "start_detached",
     "store_blobs",
+    "where",
 ]
 
 APP_NAME = "pymc-modal"
 DATA_VOLUME = "pymc-modal-data"
+RESULTS_VOLUME = "pymc-modal-results"
 PINNED = ("pymc", "pytensor", "numpy", "arviz", "numpyro", "cloudpickle")
 CUDA_EXTRA = "cuda12"
 # Arguments over 2 MiB travel through Modal's blob storage; both ends hold them in memory.
@@ -67,23 +72,33 @@ image = _image() if modal.is_local() else modal.Image.debian_slim()
 app = modal.App(APP_NAME, image=image, include_source=False)
 
 
-# Data blobs, stored once by content hash and mounted on every container.
+# Data blobs, stored once by content hash, and detached runs' answers, kept
+# until fetched; both mounted on every container.
 data_volume = modal.Volume.from_name(DATA_VOLUME, create_if_missing=True)
+results_volume = modal.Volume.from_name(RESULTS_VOLUME, create_if_missing=True)
 BLOB_MOUNT = "/blobs"
+RESULTS_MOUNT = "/results"
+VOLUMES = {BLOB_MOUNT: data_volume, RESULTS_MOUNT: results_volume}
 
 
-def run_job(job: bytes) -> bytes:
-    """Run one job in a Modal container; the worker does not know it is on Modal."""
+def run_job(job: bytes, answer_name: str | None = None) -> bytes:
+    """Run one job in a Modal container; the worker does not know it is on Modal.
+
+    A detached run's answer is also written to the results volume as
+    ``answer_name`` before it is returned, so it outlasts the call.
+    """
     from pymc_modal import worker
 
-    return worker.run(job, BLOB_MOUNT)
+    answer = worker.run(job, BLOB_MOUNT)
+    if answer_name is not None:
+        Path(RESULTS_MOUNT, answer_name).write_bytes(answer)
+        results_volume.commit()
+    return answer
 
 
 # Decorated here rather than with @, so that `run_job` stays the plain function
 # a container imports, whichever app (the default or a GPU fallback list) ran it.
-gpu_function = app.function(
-    gpu=DEFAULT_GPU, timeout=DEFAULT_TIMEOUT, volumes={BLOB_MOUNT: data_volume}
-)(run_job)
+gpu_function = app.function(gpu=DEFAULT_GPU, timeout=DEFAULT_TIMEOUT, volumes=VOLUMES)(run_job)
 
 
 def credentials_configured() -> bool:
@@ -116,9 +131,45 @@ def _function_for(options: Options) -> tuple[modal.App, modal.Function]:
         gpu=list(options.gpu),
         timeout=options.timeout,
         retries=options.retries,
-        volumes={BLOB_MOUNT: data_volume},
+        volumes=VOLUMES,
     )(run_job)
     return fallback_app, fallback
+
+
+def _check_jobs(jobs: Sequence[bytes]) -> None:
+    check_credentials()
+    largest = max(map(len, jobs))
+    if largest > MAX_PAYLOAD_BYTES:
+        raise InvalidOptionError(
+            f"The payload is {largest / 1024**3:.1f} GiB, over the "
+            f"{MAX_PAYLOAD_BYTES // 1024**3} GiB that pymc_modal sends as one Modal argument. "
+            "Pass less data to the model (e.g. a subsample, or float32 arrays)."
+        )
+
+
+def start_detached(jobs: Sequence[bytes], options: Options, run_id: str) -> list[str]:
+    """Spawn the jobs in an app that outlives this process; return their call ids.
+
+    Job ``i`` writes its answer to the results volume as ``"{run_id}-{i}"``.
+    """
+    _check_jobs(jobs)
+    run_app, function = _function_for(options)
+    with modal.enable_output(), run_app.run(detach=True):
+        calls = [function.spawn(job, f"{run_id}-{i}") for i, job in enumerate(jobs)]
+    return [call.object_id for call in calls]
+
+
+def detached_answer(run_id: str, index: int, call_id: str, wait: bool) -> bytes | None:
+    """Job ``index`` of a detached run's answer, from the results volume or else its call.
+
+    Returns None if it has not finished and ``wait`` is False.
+    """
+    try:
+        return b"".join(results_volume.read_file(f"{run_id}-{index}"))
+    except FileNotFoundError:
+        if not wait:
+            return None
+    return modal.FunctionCall.from_id(call_id).get()
 
 
 def store_blobs(blobs: dict[str, bytes]) -> int:
@@ -193,14 +244,7 @@ def run(
     InvalidOptionError
         If a job is larger than Modal can take as an argument.
     """
-    check_credentials()
-    largest = max(map(len, jobs))
-    if largest > MAX_PAYLOAD_BYTES:
-        raise InvalidOptionError(
-            f"The payload is {largest / 1024**3:.1f} GiB, over the "
-            f"{MAX_PAYLOAD_BYTES // 1024**3} GiB that pymc_modal sends as one Modal argument. "
-            "Pass less data to the model (e.g. a subsample, or float32 arrays)."
-        )
+    _check_jobs(jobs)
     run_app, function = _function_for(options)
     seconds = {}
     answers = None
@@ -222,5 +266,10 @@ def run(
     if answers is None:
         # app.run() stops the app on Ctrl-C but does not re-raise the interrupt.
         raise KeyboardInterrupt
+    return [Delivery(answer=answer, seconds=seconds, where=where(options)) for answer in answers]
+
+
+def where(options: Options) -> str:
+    """Where jobs run with these options, in words, e.g. ``"Modal H100"``."""
     gpu = options.gpu if isinstance(options.gpu, str) else " or ".join(options.gpu)
-    return [Delivery(answer=answer, seconds=seconds, where=f"Modal {gpu}") for answer in answers]
+    return f"Modal {gpu}"
