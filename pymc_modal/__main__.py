@@ -10,13 +10,9 @@ from pymc_modal import runs
 from pymc_modal.errors import PymcModalError
 
 
-def _cost(record: dict) -> str:
-    if record["backend"] == "local":
-        return "$0.00"
-    fetched = runs.runs_dir() / record["id"] / runs.RESULT_FILE
-    return (
-        f"${runs.fetch(record['id']).attrs['pymc_modal_cost_usd']:.2f}" if fetched.exists() else "-"
-    )
+def _once_fetched(record: dict, key: str, template: str) -> str:
+    """Sampling time and cost are known once a run is fetched."""
+    return template.format(record[key]) if key in record else "-"
 
 
 def _list() -> None:
@@ -24,12 +20,16 @@ def _list() -> None:
     if not found:
         print(f"No runs recorded in {runs.runs_dir()}.")
         return
-    print(f"{'run':<24} {'status':<8} {'where':<14} {'workers':>7} {'created':<20} cost")
+    print(
+        f"{'run':<24} {'status':<8} {'where':<14} {'workers':>7} {'created':<20} "
+        f"{'sampling':>9}  cost"
+    )
     for record in found:
-        attrs = record["attrs"]
+        sampling = _once_fetched(record, "sampling_seconds", "{:.0f} s")
+        cost = _once_fetched(record, "cost_usd", "${:.2f}")
         print(
-            f"{record['id']:<24} {record['status']:<8} {attrs['pymc_modal_where']:<14} "
-            f"{record['workers']:>7} {record['created']:<20} {_cost(record)}"
+            f"{record['id']:<24} {record['status']:<8} {record['attrs']['pymc_modal_where']:<14} "
+            f"{record['workers']:>7} {record['created']:<20} {sampling:>9}  {cost}"
         )
 
 

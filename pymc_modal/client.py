@@ -176,11 +176,16 @@ def _choose_backend(name: str) -> str:
     return "local"
 
 
+def _billed_gpu(options: Options) -> str:
+    """The GPU a cost is estimated for: the first of a fallback list."""
+    return options.gpu if isinstance(options.gpu, str) else options.gpu[0]
+
+
 def _cost(backend: str, deliveries: list[Delivery], options: Options) -> dict[str, Any]:
     """The estimated charge: GPU-seconds, from sending each job to its answer, times the price."""
     if backend != "modal":
         return {"pymc_modal_cost_usd": 0.0}
-    gpu = options.gpu if isinstance(options.gpu, str) else options.gpu[0]
+    gpu = _billed_gpu(options)
     gpu_seconds = sum(delivery.seconds["wall"] for delivery in deliveries)
     return {
         "pymc_modal_gpu": gpu,
@@ -346,9 +351,7 @@ def sample(
 
         attrs["pymc_modal_where"] = runner.where(options)
         if backend == "modal":
-            attrs["pymc_modal_gpu"] = (
-                options.gpu if isinstance(options.gpu, str) else options.gpu[0]
-            )
+            attrs["pymc_modal_gpu"] = _billed_gpu(options)
         attrs.update({f"pymc_modal_seconds_{name}": value for name, value in seconds.items()})
         run = runs.submit(backend, jobs, options, result.context(model, idata_kwargs), attrs)
         if not quiet:

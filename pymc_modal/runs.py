@@ -76,12 +76,13 @@ class Run:
         """What was recorded when the run was sent."""
         return json.loads((self.folder / "record.json").read_text())
 
-    def _answers(self) -> list[Path]:
+    def answer_paths(self) -> list[Path]:
+        """Where each worker's answer is, or will be, kept."""
         return [self.folder / f"answer-{i}" for i in range(self.record["workers"])]
 
     def status(self) -> str:
         """``"running"``, ``"done"`` or ``"failed"``."""
-        answers = self._answers()
+        answers = self.answer_paths()
         if all(path.exists() for path in answers):
             statuses = [payload.answer_status(path.read_bytes()) for path in answers]
             return "done" if all(status == "ok" for status in statuses) else "failed"
@@ -196,7 +197,7 @@ def fetch(run_id: str, wait: bool = True, poll_seconds: float = 1.0):
             offset = _relay_log(run.folder / "log-0.txt", offset)
             time.sleep(poll_seconds)
         _relay_log(run.folder / "log-0.txt", offset)
-        if status == "failed" and not all(p.exists() for p in run._answers()):
+        if status == "failed" and not all(p.exists() for p in run.answer_paths()):
             raise WorkerError(
                 f"A worker of run {run_id} ended without an answer; its output is in "
                 f"{run.folder}/log-*.txt."
@@ -210,7 +211,9 @@ def _collect_from_modal(run: Run, wait: bool) -> None:
 
     if wait:
         _log.info("Waiting for run %s on Modal...", run.id)
-    for index, (path, call_id) in enumerate(zip(run._answers(), run.record["calls"], strict=True)):
+    for index, (path, call_id) in enumerate(
+        zip(run.answer_paths(), run.record["calls"], strict=True)
+    ):
         if not path.exists():
             answer = modal.detached_answer(run.id, index, call_id, wait)
             if answer is not None:
@@ -219,7 +222,7 @@ def _collect_from_modal(run: Run, wait: bool) -> None:
 
 def _write_result(run: Run, path: Path) -> None:
     where = run.record["attrs"]["pymc_modal_where"]
-    answers = [payload.decode_result(p.read_bytes(), where) for p in run._answers()]
+    answers = [payload.decode_result(p.read_bytes(), where) for p in run.answer_paths()]
     raw = fanout.merge(answers)
     attrs = {
         **run.record["attrs"],
@@ -235,7 +238,8 @@ def _write_result(run: Run, path: Path) -> None:
         attrs["pymc_modal_cost_usd"] = pricing.cost(attrs["pymc_modal_gpu"], gpu_seconds)
     else:
         attrs["pymc_modal_cost_usd"] = 0.0
-    record = {**run.record, "cost_usd": attrs["pymc_modal_cost_usd"]}
+    sampling = sum(raw["seconds"][phase] for phase in ("compile", "tune", "draw"))
+    record = {**run.record, "cost_usd": attrs["pymc_modal_cost_usd"], "sampling_seconds": sampling}
     (run.folder / "record.json").write_text(json.dumps(record, indent=1))
     context = pickle.loads((run.folder / "context.pkl").read_bytes())
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
