@@ -94,6 +94,21 @@ def recovery(idata, truth: dict) -> dict:
     }
 
 
+def sampler_diagnostics(idata) -> str:
+    """One line on how NUTS moved: tree depth, step size, divergences, E-BFMI per chain."""
+    stats = idata["sample_stats"]
+    depth = np.asarray(stats["tree_depth"])
+    bfmi = az.bfmi(idata)
+    if hasattr(bfmi, "to_dataset"):  # ArviZ 1.x: a DataTree with an "energy" variable
+        bfmi = bfmi.to_dataset()["energy"]
+    bfmi = ", ".join(f"{value:.2f}" for value in np.ravel(np.asarray(bfmi)))
+    return (
+        f"sampler: tree depth mean {depth.mean():.1f} (max {depth.max()}), "
+        f"step size {float(np.asarray(stats['step_size']).mean()):.2g}, "
+        f"{int(np.asarray(stats['diverging']).sum())} divergences, E-BFMI by chain {bfmi}"
+    )
+
+
 def plot_recovery(found: dict, truth: dict, path: str) -> None:
     """Save true vs posterior-mean betas with 90% interval bars as a PNG."""
     import matplotlib
@@ -155,6 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     wall = time.perf_counter() - start
 
     print(az.summary(idata, var_names=FIXED_EFFECTS, kind="all").to_string())
+    print(sampler_diagnostics(idata))
     found = recovery(idata, data["truth"])
     print(
         f"beta recovery: largest |posterior mean - true| = {found['max_abs_error']:.3f}; "

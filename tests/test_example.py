@@ -1,6 +1,7 @@
 """The flagship example runs end to end at a tiny size and writes its plot."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ def test_simulation_follows_the_design():
     assert 0.30 < data["y"].mean() < 0.42
 
 
-def test_tiny_flagship_runs_and_writes_the_plot(tmp_path):
+def test_tiny_flagship_runs_and_writes_the_plot(tmp_path, capsys):
     example = _load_example()
     plot = tmp_path / "recovery.png"
     out = example.main(
@@ -44,6 +45,9 @@ def test_tiny_flagship_runs_and_writes_the_plot(tmp_path):
     assert plot.read_bytes().startswith(b"\x89PNG")
     assert set(out["idata"]["posterior"].data_vars) == set(example.FIXED_EFFECTS)
     assert out["recovery"]["max_abs_error"] < 1.0
+    assert re.search(
+        r"sampler: tree depth mean [\d.]+ .*E-BFMI by chain [\d.]+, [\d.]+", capsys.readouterr().out
+    )
 
 
 def test_group_index_is_not_narrowed_at_full_size():
