@@ -2,9 +2,11 @@
 
 Each process gets its job's bytes through a temporary file, as a remote worker
 would get them over the network, so nothing of the caller's interpreter state
-leaks into it. Its output is relayed to this process's streams as it comes
-(so it also shows in notebooks); an interrupt, or one process dying without an
-answer, stops them all.
+leaks into it; its data blobs come from a store in the cache folder. Its output
+is relayed to this process's streams as it comes (so it also shows in
+notebooks); an interrupt, or one process dying without an answer, stops them
+all. A detached run's processes instead run in sessions of their own, writing
+to log files.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ version and the client's exact versions of the libraries a pickle depends on
 (plus JAX's CUDA plugin for that JAX version) and this package's own source.
 Equal client versions give an equal image definition, so Modal's image cache
 is hit on every run after the first. The GPU, timeout and retries of a call
-are applied with ``Function.with_options``, not by one function per GPU.
+are applied with ``Function.with_options``, not by one function per GPU. Two
+Volumes are mounted on every container: ``pymc-modal-data`` holds the data
+blobs by content hash, ``pymc-modal-results`` the answers of detached runs.
 """
 
 from __future__ import annotations
