@@ -375,6 +375,7 @@ def sample(
             "pymc_modal_where": where,
             "pymc_modal_device": raw["device"],
             "pymc_modal_workers": len(jobs),
+            "pymc_modal_returned_bytes": sum(len(d.answer) for d in deliveries),
             **_cost(backend, deliveries, options),
         }
     )

@@ -229,6 +229,7 @@ def _write_result(run: Run, path: Path) -> None:
         "pymc_modal_device": raw["device"],
         "pymc_modal_run_id": run.id,
         "pymc_modal_workers": len(answers),
+        "pymc_modal_returned_bytes": sum(p.stat().st_size for p in run.answer_paths()),
         **{f"pymc_modal_seconds_{name}": value for name, value in raw["seconds"].items()},
     }
     if "pymc_modal_gpu" in attrs:

@@ -164,6 +164,12 @@ def test_data_already_stored_is_not_stored_again(tmp_path):
     assert first["pymc_modal_uploaded_bytes"] == first["pymc_modal_data_bytes"]
     assert second["pymc_modal_uploaded_bytes"] == 0
     assert second["pymc_modal_payload_bytes"] < 100_000
+    # Nor does the data come back: observed and constant data are the client's own.
+    assert second["pymc_modal_returned_bytes"] < 100_000
+    np.testing.assert_array_equal(
+        runs[1].constant_data["x"].values, make_data_model()["x"].get_value()
+    )
+    assert runs[1].observed_data["y"].size == 300_000
     stored = list((tmp_path / "cache" / "pymc-modal" / "blobs").iterdir())
     assert sum(path.stat().st_size for path in stored) == first["pymc_modal_data_bytes"]
     np.testing.assert_array_equal(
