@@ -14,11 +14,10 @@ import tempfile
 import time
 
 import pytensor
-from _flagship import build_model, simulate
+from _flagship import SHIPPED_SETTINGS, build_model, simulate
 
 from pymc_modal import payload
 from pymc_modal.backends import local
-from pymc_modal.nuts import NutsSettings
 
 
 def main() -> None:
@@ -30,18 +29,7 @@ def main() -> None:
 
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="pymc-modal-bench-")
     data = simulate(args.observations, args.groups, args.covariates)
-    settings = NutsSettings(
-        draws=1000,
-        tune=1000,
-        chains=4,
-        target_accept=0.8,
-        seed=1,
-        initvals=None,
-        var_names=["alpha", "beta"],
-        progressbar=True,
-        log_likelihood=False,
-        float_x="float32",
-    )
+    settings = SHIPPED_SETTINGS
     rows = []
     with pytensor.config.change_flags(floatX="float32"):
         for name in ("first run", "repeat, same data"):

@@ -12,12 +12,11 @@ import time
 
 import numpy as np
 import pytensor
-from _flagship import build_model, simulate
+from _flagship import SHIPPED_SETTINGS, build_model, simulate
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Constant, graph_inputs
 
 from pymc_modal import payload
-from pymc_modal.nuts import NutsSettings
 
 
 def model_array_bytes(model) -> int:
@@ -41,18 +40,7 @@ def main() -> None:
 
     data = simulate(args.observations, args.groups, args.covariates)
     raw = sum(data[name].nbytes for name in ("x", "group", "y"))
-    settings = NutsSettings(
-        draws=1000,
-        tune=1000,
-        chains=4,
-        target_accept=0.8,
-        seed=1,
-        initvals=None,
-        var_names=["alpha", "beta"],
-        progressbar=True,
-        log_likelihood=False,
-        float_x="float32",
-    )
+    settings = SHIPPED_SETTINGS
     encode, decode = [], []
     with pytensor.config.change_flags(floatX="float32"):
         model = build_model(data)
