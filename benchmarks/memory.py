@@ -43,9 +43,16 @@ def one(how: str, groups: int, draws: int, tune: int, chains: int) -> dict:
         if how == "pm":
             pm.sample(model=model, nuts_sampler="numpyro", nuts_sampler_kwargs=sampler, **common)
         else:
-            pymc_modal.sample(
-                model=model, backend="local", quiet=True, nuts_sampler_kwargs=sampler, **common
-            )
+            # The session's end ends the worker, so that its peak memory is counted.
+            with pymc_modal.session():
+                pymc_modal.sample(
+                    model=model,
+                    backend="local",
+                    quiet=True,
+                    refit=True,
+                    nuts_sampler_kwargs=sampler,
+                    **common,
+                )
     wall = time.perf_counter() - start
     who = resource.RUSAGE_SELF if how == "pm" else resource.RUSAGE_CHILDREN
     return {"how": how, "wall": wall, "peak_mib": resource.getrusage(who).ru_maxrss / 1024}

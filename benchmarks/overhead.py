@@ -47,7 +47,11 @@ def main() -> None:
             pm.sample(model=model, nuts_sampler="numpyro", **common)
             runs["pm.sample (in-process)"].append(time.perf_counter() - start)
             start = time.perf_counter()
-            idata = pymc_modal.sample(model=model, backend="local", quiet=True, **common)
+            # A cold worker each time, as pm.sample compiles each time: warm.py measures reuse.
+            with pymc_modal.session():
+                idata = pymc_modal.sample(
+                    model=model, backend="local", quiet=True, refit=True, **common
+                )
             runs["pymc_modal local"].append(time.perf_counter() - start)
 
     print(

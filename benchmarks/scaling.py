@@ -32,6 +32,7 @@ def one(groups: int) -> dict:
             var_names=FIXED_EFFECTS,
             model=build_model(data),
             backend="local",
+            refit=True,
             progressbar=False,
             compute_convergence_checks=False,
             quiet=True,

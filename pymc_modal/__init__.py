@@ -13,9 +13,22 @@ import logging
 from pymc_modal import errors
 from pymc_modal.client import sample
 from pymc_modal.config import gpu, options
+from pymc_modal.many import map
+from pymc_modal.posterior import compute_log_likelihood, sample_posterior_predictive
 from pymc_modal.runs import fetch
+from pymc_modal.session import session
 
-__all__ = ["errors", "fetch", "gpu", "options", "sample"]
+__all__ = [
+    "compute_log_likelihood",
+    "errors",
+    "fetch",
+    "gpu",
+    "map",
+    "options",
+    "sample",
+    "sample_posterior_predictive",
+    "session",
+]
 __version__ = "0.1.0"
 
 _log = logging.getLogger("pymc_modal")

@@ -21,7 +21,7 @@ from pymc.model import modelcontext
 from pymc.sampling.parallel import _cpu_count
 from pymc.util import _get_seeds_per_chain, get_random_generator
 
-from pymc_modal import fanout, payload, preflight, pricing, result
+from pymc_modal import fanout, payload, preflight, pricing, result, store
 from pymc_modal.backends import Delivery
 from pymc_modal.config import Options, resolve
 from pymc_modal.errors import InvalidOptionError, UnsupportedArgumentError
@@ -220,6 +220,7 @@ def sample(
     gpu: str | Sequence[str] | None = None,
     workers: int | None = None,
     wait: bool = True,
+    refit: bool = False,
     **kwargs: Any,
 ):
     """Draw samples from the posterior with NumPyro's NUTS, on a worker.
@@ -286,6 +287,11 @@ def sample(
         If False, start the run detached and return a
         :class:`pymc_modal.runs.Run` at once; :func:`pymc_modal.fetch` with
         its id returns the result later, from any process on this machine.
+    refit : bool, default False
+        Sample even if an identical call (same model, data, arguments, seed,
+        library versions and GPU) has stored its result on this machine. A
+        waited call with a ``random_seed`` otherwise returns that stored
+        result at once, without starting a worker, and says so.
 
     Returns
     -------
@@ -304,101 +310,194 @@ def sample(
         it can be known: unsupported arguments, discrete variables, unknown
         ``var_names``, a model PyMC cannot convert to JAX, a result too large.
     """
-    started = time.perf_counter()
-    _refuse_unsupported(kwargs, nuts_sampler)
-    model = modelcontext(model)
-    if chains is None:
-        chains = max(2, min(4, _cpu_count()))
-    idata_kwargs = dict(idata_kwargs or {})
-    target_accept, driver = _sampler_options(nuts_sampler_kwargs, nuts, target_accept)
-    settings = NutsSettings(
+    call = _Call(
         draws=draws,
         tune=tune,
         chains=chains,
         target_accept=target_accept,
-        seed=_jax_seed(random_seed, chains),
+        random_seed=random_seed,
         initvals=initvals,
-        var_names=None if var_names is None else list(var_names),
-        progressbar=bool(progressbar) and not quiet,
-        log_likelihood=bool(idata_kwargs.get("log_likelihood", False)),
-        float_x=pytensor.config.floatX,
-        **driver,
+        var_names=var_names,
+        progressbar=progressbar,
+        quiet=quiet,
+        idata_kwargs=idata_kwargs,
+        nuts_sampler=nuts_sampler,
+        nuts_sampler_kwargs=nuts_sampler_kwargs,
+        nuts=nuts,
+        compute_convergence_checks=compute_convergence_checks,
+        model=model,
+        backend=backend,
+        gpu=gpu,
+        workers=workers,
+        **kwargs,
     )
-    options = resolve(backend=backend, gpu=gpu, workers=workers)
-    shares = fanout.split(settings, options.workers)
-    backend = _choose_backend(options.backend)
-    result_size = preflight.check(model, settings, options.max_result_bytes)
-    seconds = {"preflight": time.perf_counter() - started}
-
-    start = time.perf_counter()
-    blobs: dict[str, bytes] = {}
-    jobs = [payload.encode_job(model, share, blobs) for share in shares]
-    seconds["serialize"] = time.perf_counter() - start
-
-    runner = _backend(backend)
-    start = time.perf_counter()
-    uploaded = runner.store_blobs(blobs)
-    seconds["upload"] = time.perf_counter() - start
-    attrs = {
-        "pymc_modal_backend": backend,
-        "pymc_modal_payload_bytes": sum(map(len, jobs)),
-        "pymc_modal_data_bytes": sum(map(len, blobs.values())),
-        "pymc_modal_uploaded_bytes": uploaded,
-        "pymc_modal_result_bytes_estimated": result_size,
-    }
+    stored = None if refit or not wait else call.stored()
+    if stored is not None:
+        return stored
+    call.encode()
     if not wait:
+        return call.submit()
+    return call.finish(call.runner.run(call.jobs, call.options))
+
+
+class _Call:
+    """One call of :func:`sample`, step by step: checked, encoded, run, wrapped.
+
+    Creating it checks the arguments and the model (preflight); nothing is
+    shipped until :meth:`encode` and a backend's ``run``.
+    """
+
+    def __init__(
+        self,
+        draws: int = 1000,
+        *,
+        tune: int = 1000,
+        chains: int | None = None,
+        target_accept: float | None = None,
+        random_seed=None,
+        initvals=None,
+        var_names: Sequence[str] | None = None,
+        progressbar: bool = True,
+        quiet: bool = False,
+        idata_kwargs: dict[str, Any] | None = None,
+        nuts_sampler: str = "numpyro",
+        nuts_sampler_kwargs: dict[str, Any] | None = None,
+        nuts: dict[str, Any] | None = None,
+        compute_convergence_checks: bool = True,
+        model=None,
+        backend: str | None = None,
+        gpu: str | Sequence[str] | None = None,
+        workers: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.started = time.perf_counter()
+        _refuse_unsupported(kwargs, nuts_sampler)
+        self.model = modelcontext(model)
+        if chains is None:
+            chains = max(2, min(4, _cpu_count()))
+        idata_kwargs = dict(idata_kwargs or {})
+        target_accept, driver = _sampler_options(nuts_sampler_kwargs, nuts, target_accept)
+        self.settings = NutsSettings(
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            target_accept=target_accept,
+            seed=_jax_seed(random_seed, chains),
+            initvals=initvals,
+            var_names=None if var_names is None else list(var_names),
+            progressbar=bool(progressbar) and not quiet,
+            log_likelihood=bool(idata_kwargs.get("log_likelihood", False)),
+            float_x=pytensor.config.floatX,
+            **driver,
+        )
+        self.quiet, self.compute_convergence_checks = quiet, compute_convergence_checks
+        self.options = resolve(backend=backend, gpu=gpu, workers=workers)
+        self.shares = fanout.split(self.settings, self.options.workers)
+        self.backend = _choose_backend(self.options.backend)
+        self.checked = preflight.check(self.model, self.settings, self.options.max_result_bytes)
+        self.runner = _backend(self.backend)
+        self.key = store.key(self.checked.fingerprint, self.shares, self.runner.where(self.options))
+        self.context = result.context(self.model, idata_kwargs)
+        self.seconds = {"preflight": time.perf_counter() - self.started}
+        self.jobs: list[bytes] = []
+        self.attrs: dict[str, Any] = {}
+
+    def stored(self):
+        """The stored result of an identical earlier call, or None."""
+        stored = store.load(self.key)
+        if stored is None:
+            return None
+        answers, attrs = stored
+        if not self.quiet:
+            _log.info(
+                "Returned the stored result of an identical run made %s on %s; "
+                "nothing was sampled. Pass refit=True to sample again.",
+                attrs[store.STORED_AT],
+                attrs["pymc_modal_where"],
+            )
+        raw = fanout.merge([payload.decode_result(answer, "") for answer in answers])
+        return self._checked(result.wrap(raw, self.context, attrs))
+
+    def encode(self) -> None:
+        """Serialize the jobs, one per worker, and store their data where the workers read it."""
+        start = time.perf_counter()
+        blobs: dict[str, bytes] = {}
+        fingerprint = self.checked.fingerprint
+        self.jobs = [payload.encode_job(self.model, s, blobs, fingerprint) for s in self.shares]
+        self.seconds["serialize"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        uploaded = self.runner.store_blobs(blobs)
+        self.seconds["upload"] = time.perf_counter() - start
+        self.attrs = {
+            "pymc_modal_backend": self.backend,
+            "pymc_modal_payload_bytes": sum(map(len, self.jobs)),
+            "pymc_modal_data_bytes": sum(map(len, blobs.values())),
+            "pymc_modal_uploaded_bytes": uploaded,
+            "pymc_modal_result_bytes_estimated": self.checked.result_bytes,
+        }
+
+    def submit(self):
+        """Start the encoded jobs detached; return the :class:`pymc_modal.runs.Run`."""
         from pymc_modal import runs
 
-        attrs["pymc_modal_where"] = runner.where(options)
-        if backend == "modal":
-            attrs["pymc_modal_gpu"] = _billed_gpu(options)
-        attrs.update({f"pymc_modal_seconds_{name}": value for name, value in seconds.items()})
-        run = runs.submit(backend, jobs, options, result.context(model, idata_kwargs), attrs)
-        if not quiet:
+        attrs = {**self.attrs, "pymc_modal_where": self.runner.where(self.options)}
+        if self.backend == "modal":
+            attrs["pymc_modal_gpu"] = _billed_gpu(self.options)
+        attrs.update({f"pymc_modal_seconds_{name}": v for name, v in self.seconds.items()})
+        run = runs.submit(self.backend, self.jobs, self.options, self.context, attrs)
+        if not self.quiet:
             _log.info("Started run %s; pymc_modal.fetch(%r) returns its result.", run.id, run.id)
         return run
-    deliveries = runner.run(jobs, options)
 
-    start = time.perf_counter()
-    answers = [payload.decode_result(d.answer, d.where) for d in deliveries]
-    raw = fanout.merge(answers)
-    for name in deliveries[0].seconds.keys() - {"wall"}:
-        seconds[name] = max(d.seconds[name] for d in deliveries)
-    seconds["start"] = max(
-        max(0.0, d.seconds["wall"] - sum(answer["seconds"].values()))
-        for d, answer in zip(deliveries, answers, strict=True)
-    )
-    seconds.update(raw["seconds"])
-    where = deliveries[0].where
-    attrs.update(
-        {
-            "pymc_modal_where": where,
-            "pymc_modal_device": raw["device"],
-            "pymc_modal_workers": len(jobs),
-            "pymc_modal_returned_bytes": sum(len(d.answer) for d in deliveries),
-            **_cost(backend, deliveries, options),
-        }
-    )
-    idata = result.wrap(raw, result.context(model, idata_kwargs), attrs)
-    seconds["return"] = time.perf_counter() - start
-    seconds["total"] = time.perf_counter() - started
-    idata.attrs.update({f"pymc_modal_seconds_{name}": value for name, value in seconds.items()})
-
-    if compute_convergence_checks:
-        from pymc.stats.convergence import log_warnings, run_convergence_checks
-
-        found = run_convergence_checks(idata, model)
-        if not quiet:
-            log_warnings(found)
-    if not quiet:
-        cost = attrs["pymc_modal_cost_usd"]
-        _log.info(
-            "Sampled %d chains x %d draws on %s in %s (sampling %s), %s.",
-            chains,
-            draws,
-            where if len(jobs) == 1 else f"{len(jobs)} workers on {where}",
-            _format_seconds(seconds["total"]),
-            _format_seconds(seconds["compile"] + seconds["tune"] + seconds["draw"]),
-            f"about ${cost:.2f}" if backend == "modal" else "no charge",
+    def finish(self, deliveries: Sequence[Delivery]):
+        """Wrap the workers' answers and store them; re-raise a worker's exception."""
+        seconds, attrs = self.seconds, self.attrs
+        start = time.perf_counter()
+        answers = [payload.decode_result(d.answer, d.where) for d in deliveries]
+        raw = fanout.merge(answers)
+        for name in deliveries[0].seconds.keys() - {"wall"}:
+            seconds[name] = max(d.seconds[name] for d in deliveries)
+        seconds["start"] = max(
+            max(0.0, d.seconds["wall"] - sum(answer["seconds"].values()))
+            for d, answer in zip(deliveries, answers, strict=True)
         )
-    return idata
+        seconds.update(raw["seconds"])
+        where = deliveries[0].where
+        attrs.update(
+            {
+                "pymc_modal_where": where,
+                "pymc_modal_device": raw["device"],
+                "pymc_modal_workers": len(deliveries),
+                "pymc_modal_returned_bytes": sum(len(d.answer) for d in deliveries),
+                **_cost(self.backend, deliveries, self.options),
+            }
+        )
+        idata = result.wrap(raw, self.context, attrs)
+        seconds["return"] = time.perf_counter() - start
+        seconds["total"] = time.perf_counter() - self.started
+        attrs.update({f"pymc_modal_seconds_{name}": value for name, value in seconds.items()})
+        idata.attrs.update(attrs)
+        store.save(self.key, [d.answer for d in deliveries], attrs)
+        if not self.quiet:
+            cost = attrs["pymc_modal_cost_usd"]
+            _log.info(
+                "Sampled %d chains x %d draws on %s in %s (sampling %s), %s.",
+                self.settings.chains,
+                self.settings.draws,
+                where if len(deliveries) == 1 else f"{len(deliveries)} workers on {where}",
+                _format_seconds(seconds["total"]),
+                _format_seconds(seconds["compile"] + seconds["sample"]),
+                f"about ${cost:.2f}" if self.backend == "modal" else "no charge",
+            )
+        return self._checked(idata)
+
+    def _checked(self, idata):
+        """Warn about R-hat, ESS and divergences as ``pm.sample`` does; return ``idata``."""
+        if self.compute_convergence_checks:
+            from pymc.stats.convergence import log_warnings, run_convergence_checks
+
+            found = run_convergence_checks(idata, self.model)
+            if not self.quiet:
+                log_warnings(found)
+        return idata

@@ -24,6 +24,7 @@ BACKENDS = ("auto", "local", "modal")
 DEFAULT_TIMEOUT = 2 * 60 * 60
 MAX_TIMEOUT = 24 * 60 * 60  # Modal's limit for one attempt
 MAX_RETRIES = 10  # Modal's limit
+SCALEDOWN_WINDOW = (2, 3600)  # Modal's limits; its default is 60 s
 
 ENVIRONMENT = {"backend": "PYMC_MODAL_BACKEND", "gpu": "PYMC_MODAL_GPU"}
 
@@ -54,6 +55,10 @@ class Options:
         How many workers share the chains: Modal containers with a GPU each,
         or processes on the local backend. Each worker's chains get seeds of
         their own, so only ``workers=1`` gives ``pm.sample``'s draws.
+    scaledown_window : int
+        Seconds a worker stays warm after answering, for the next call to
+        reuse with its libraries loaded and its last model compiled (2 to
+        3600). On Modal the GPU is billed while it waits.
     """
 
     backend: str = "auto"
@@ -63,6 +68,7 @@ class Options:
     retries: int = 0
     price_per_second: float | None = None
     workers: int = 1
+    scaledown_window: int = 60
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -72,6 +78,12 @@ class Options:
         _positive_int("max_result_bytes", self.max_result_bytes)
         _positive_int("timeout", self.timeout, MAX_TIMEOUT)
         _positive_int("workers", self.workers)
+        _positive_int("scaledown_window", self.scaledown_window, SCALEDOWN_WINDOW[1])
+        if self.scaledown_window < SCALEDOWN_WINDOW[0]:
+            raise InvalidOptionError(
+                f"scaledown_window={self.scaledown_window!r} is under Modal's minimum of "
+                f"{SCALEDOWN_WINDOW[0]} seconds."
+            )
         if isinstance(self.retries, bool) or self.retries not in range(MAX_RETRIES + 1):
             raise InvalidOptionError(
                 f"retries={self.retries!r} must be an integer from 0 to {MAX_RETRIES}."

@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["EXTRA_FIELDS", "NutsSettings", "kept_variables", "sample"]
+__all__ = ["EXTRA_FIELDS", "NutsSettings", "Sampler", "compile_sampler", "kept_variables", "sample"]
 
 # The per-draw statistics PyMC asks NumPyro for.
 EXTRA_FIELDS = (
@@ -74,37 +74,6 @@ class _CompileClock:
             self.seconds += duration
 
 
-class _TuningEnd:
-    """Notes when the chains have finished their tuning iterations.
-
-    NumPyro runs warm-up and draws as one compiled loop; splitting them into two
-    runs would compile it twice. Instead the kernel reports each iteration's
-    index to the host, and the first report in which every chain it covers is
-    past the warm-up marks the split (with "parallel" chains each device reports
-    for its own chains, so the first device to finish tuning marks it).
-    """
-
-    def __init__(self, tune: int) -> None:
-        self.tune = tune
-        self.time: float | None = None
-
-    def __call__(self, iteration) -> None:
-        if self.time is None and int(np.min(iteration)) >= self.tune:
-            self.time = time.perf_counter()
-
-
-def _timed_nuts(tuning_end: _TuningEnd):
-    from numpyro.infer import NUTS
-
-    class TimedNUTS(NUTS):
-        def sample(self, state, model_args, model_kwargs):
-            new_state = super().sample(state, model_args, model_kwargs)
-            jax.debug.callback(tuning_end, new_state.i)
-            return new_state
-
-    return TimedNUTS
-
-
 def kept_variables(model, settings: NutsSettings) -> list:
     """The variables a run returns, in terms of the model's value variables, as PyMC picks them."""
     from pymc.sampling.jax import get_default_varnames
@@ -115,39 +84,30 @@ def kept_variables(model, settings: NutsSettings) -> list:
     return list(get_default_varnames(kept, include_transformed=settings.keep_untransformed))
 
 
-def sample(model, settings: NutsSettings) -> dict[str, Any]:
-    """Sample ``model`` with NumPyro NUTS as ``pm.sample(nuts_sampler="numpyro")`` would.
+@dataclasses.dataclass
+class Sampler:
+    """A model converted to JAX with its NumPyro ``MCMC``, to run again with other seeds.
 
-    Parameters
-    ----------
-    model : pymc.Model
-    settings : NutsSettings
-
-    Returns
-    -------
-    dict
-        ``posterior``, ``sample_stats`` and ``log_likelihood`` (or None): dicts
-        of numpy arrays shaped (chain, draw, ...); ``attrs``: PyMC's posterior
-        attributes; ``seconds``: compile, tune, draw and postprocess times;
-        ``device``: the JAX device that ran it.
+    Running it again for a model with the same log density and settings (but
+    for ``seed``, ``initvals`` and ``jitter``) skips PyMC's conversion to JAX.
+    NumPyro traces its loop anew on every run; with JAX's persistent
+    compilation cache the XLA compilation is skipped too, which is why the
+    loop reports nothing to the host (a program with host callbacks is never
+    cached).
     """
-    from numpyro.infer import MCMC
-    from pymc.sampling.jax import (
-        _get_batched_jittered_initial_points,
-        _numpyro_stats_to_dict,
-        get_jaxified_graph,
-        get_jaxified_logp,
-    )
+
+    logp_fn: Any
+    kept: list
+    observed: list
+    mcmc: Any
+
+
+def compile_sampler(model, settings: NutsSettings) -> Sampler:
+    """Convert ``model`` to JAX and set up NumPyro's NUTS for ``settings``; nothing runs yet."""
+    from numpyro.infer import MCMC, NUTS
+    from pymc.sampling.jax import get_jaxified_graph, get_jaxified_logp
 
     logp_fn = get_jaxified_logp(model, negative_logp=False)
-    initial_points = _get_batched_jittered_initial_points(
-        model=model,
-        chains=settings.chains,
-        initvals=settings.initvals,
-        random_seed=settings.seed,
-        jitter=settings.jitter,
-        logp_fn=logp_fn,
-    )
     nuts_kwargs = {
         "adapt_step_size": True,
         "adapt_mass_matrix": True,
@@ -162,10 +122,7 @@ def sample(model, settings: NutsSettings) -> dict[str, Any]:
         inputs=model.value_vars, outputs=[*kept, *model.logp(observed, sum=False)]
     )
 
-    tuning_end = _TuningEnd(settings.tune)
-    kernel = _timed_nuts(tuning_end)(
-        potential_fn=logp_fn, target_accept_prob=settings.target_accept, **nuts_kwargs
-    )
+    kernel = NUTS(potential_fn=logp_fn, target_accept_prob=settings.target_accept, **nuts_kwargs)
     mcmc = MCMC(
         kernel,
         num_warmup=settings.tune,
@@ -174,6 +131,42 @@ def sample(model, settings: NutsSettings) -> dict[str, Any]:
         postprocess_fn=lambda z: transform(*z),
         chain_method=settings.chain_method,
         progress_bar=settings.progressbar,
+    )
+    return Sampler(logp_fn, kept, observed, mcmc)
+
+
+def sample(model, settings: NutsSettings, sampler: Sampler | None = None) -> dict[str, Any]:
+    """Sample ``model`` with NumPyro NUTS as ``pm.sample(nuts_sampler="numpyro")`` would.
+
+    Parameters
+    ----------
+    model : pymc.Model
+    settings : NutsSettings
+    sampler : Sampler, optional
+        This model's sampler from an earlier run with equal settings but for
+        ``seed``, ``initvals`` and ``jitter``; by default one is compiled.
+
+    Returns
+    -------
+    dict
+        ``posterior``, ``sample_stats`` and ``log_likelihood`` (or None): dicts
+        of numpy arrays shaped (chain, draw, ...); ``attrs``: PyMC's posterior
+        attributes; ``seconds``: compile, sample (tuning and drawing) and
+        postprocess times;
+        ``device``: the JAX device that ran it.
+    """
+    from pymc.sampling.jax import _get_batched_jittered_initial_points, _numpyro_stats_to_dict
+
+    if sampler is None:
+        sampler = compile_sampler(model, settings)
+    kept, observed, mcmc = sampler.kept, sampler.observed, sampler.mcmc
+    initial_points = _get_batched_jittered_initial_points(
+        model=model,
+        chains=settings.chains,
+        initvals=settings.initvals,
+        random_seed=settings.seed,
+        jitter=settings.jitter,
+        logp_fn=sampler.logp_fn,
     )
     key = jax.random.PRNGKey(settings.seed)
     if settings.chains > 1:
@@ -189,9 +182,7 @@ def sample(model, settings: NutsSettings) -> dict[str, Any]:
     finally:
         jax.monitoring.unregister_event_duration_listener(clock)
     compile_seconds = clock.seconds
-    split = end if tuning_end.time is None else tuning_end.time
-    tune_seconds = max(0.0, split - start - compile_seconds)
-    draw_seconds = end - split
+    sample_seconds = max(0.0, end - start - compile_seconds)
 
     start = time.perf_counter()
     values = [np.asarray(value) for value in mcmc.get_samples(group_by_chain=True)]
@@ -208,13 +199,12 @@ def sample(model, settings: NutsSettings) -> dict[str, Any]:
         "sample_stats": {name: np.asarray(value) for name, value in sample_stats.items()},
         "log_likelihood": log_likelihood if settings.log_likelihood else None,
         "attrs": {
-            "sampling_time": compile_seconds + tune_seconds + draw_seconds,
+            "sampling_time": compile_seconds + sample_seconds,
             "tuning_steps": settings.tune,
         },
         "seconds": {
             "compile": compile_seconds,
-            "tune": tune_seconds,
-            "draw": draw_seconds,
+            "sample": sample_seconds,
             "postprocess": postprocess_seconds,
         },
         "device": f"{device.platform}: {device.device_kind}",

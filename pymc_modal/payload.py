@@ -83,12 +83,19 @@ def _unpack(data: bytes) -> tuple[dict[str, Any], memoryview]:
 
 
 class Job:
-    """A decoded job: the model, the sampler settings, and JAX conversions to register."""
+    """A decoded job: the model, the sampler settings, and JAX conversions to register.
 
-    def __init__(self, model, settings, jax_conversions: list[tuple[type, Any]]) -> None:
+    ``fingerprint`` is the client's :attr:`pymc_modal.preflight.Checked.fingerprint`
+    of the model, if it sent one: equal fingerprints mean an equal log density.
+    """
+
+    def __init__(
+        self, model, settings, jax_conversions: list[tuple[type, Any]], fingerprint: str | None
+    ) -> None:
         self.model = model
         self.settings = settings
         self.jax_conversions = jax_conversions
+        self.fingerprint = fingerprint
 
 
 @functools.cache
@@ -194,22 +201,34 @@ class _BlobUnpickler(pickle.Unpickler):
             ) from None
 
 
-def encode_job(model, settings, blobs: dict[str, bytes] | None = None) -> bytes:
+def encode_job(
+    model,
+    settings,
+    blobs: dict[str, bytes] | None = None,
+    fingerprint: str | None = None,
+    *,
+    with_coords: bool = False,
+) -> bytes:
     """Serialize a model and its settings, shipping the user's own modules by value.
 
     Functions, classes and custom Ops that come from modules outside the
     installed libraries cannot be imported by the worker, so they are pickled
     by value, and JAX conversions registered for such Ops travel with them.
-    Coordinate values are not shipped (see :func:`_without_coord_values`).
+    Coordinate values are not shipped unless asked (see :func:`_without_coord_values`).
 
     Parameters
     ----------
     model : pymc.Model
-    settings : NutsSettings
+    settings : NutsSettings or ForwardSettings
     blobs : dict, optional
         If given, arrays of :data:`BLOB_MIN_BYTES` or more are left out of the
         job and added here, as ``.npy`` bytes under their SHA-256 name; the
         job refers to them by name.
+    fingerprint : str, optional
+        The model's fingerprint from :func:`pymc_modal.preflight.check`, which
+        lets a warm worker reuse what it compiled for an equal model.
+    with_coords : bool, default False
+        Ship the coords' values too, for work that labels its output on the worker.
 
     Raises
     ------
@@ -221,7 +240,7 @@ def encode_job(model, settings, blobs: dict[str, bytes] | None = None) -> bytes:
     for module in by_value:
         cloudpickle.register_pickle_by_value(module)
     contents = {
-        "model": _without_coord_values(model),
+        "model": model if with_coords else _without_coord_values(model),
         "settings": settings,
         "jax_conversions": _local_jax_conversions(local),
     }
@@ -246,7 +265,13 @@ def encode_job(model, settings, blobs: dict[str, bytes] | None = None) -> bytes:
             cloudpickle.unregister_pickle_by_value(module)
     if blobs is not None:
         blobs.update(collected)
-    return _pack({"kind": "job", "manifest": manifest(), "blobs": sorted(collected)}, body)
+    header = {
+        "kind": "job",
+        "manifest": manifest(),
+        "blobs": sorted(collected),
+        "fingerprint": fingerprint,
+    }
+    return _pack(header, body)
 
 
 def decode_job(data: bytes, blob_dir: str | os.PathLike | None = None) -> Job:
@@ -286,7 +311,12 @@ def decode_job(data: bytes, blob_dir: str | os.PathLike | None = None) -> Job:
         )
     else:
         contents = _BlobUnpickler(io.BytesIO(body), blob_dir).load()
-    return Job(contents["model"], contents["settings"], contents["jax_conversions"])
+    return Job(
+        contents["model"],
+        contents["settings"],
+        contents["jax_conversions"],
+        header.get("fingerprint"),
+    )
 
 
 def encode_result(result: dict[str, Any]) -> bytes:

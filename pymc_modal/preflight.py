@@ -7,7 +7,10 @@ PyMC cannot turn into JAX, or a result too large to bring back.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
+import re
 
 import jax
 import numpy as np
@@ -21,7 +24,7 @@ from pymc_modal.errors import (
 )
 from pymc_modal.nuts import EXTRA_FIELDS, NutsSettings, kept_variables
 
-__all__ = ["check", "result_bytes"]
+__all__ = ["Checked", "check", "result_bytes"]
 
 
 def _format_bytes(n: float) -> str:
@@ -57,12 +60,37 @@ def _check_variables(model, settings: NutsSettings) -> None:
             )
 
 
-def _abstract_point(model) -> list[jax.ShapeDtypeStruct]:
-    point = model.initial_point()
-    return [jax.ShapeDtypeStruct(np.shape(point[v.name]), v.dtype) for v in model.value_vars]
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """What the checks learnt of a job.
+
+    Attributes
+    ----------
+    result_bytes : int
+        The estimated size of the returned draws.
+    fingerprint : str
+        SHA-256 of what the worker will compute: the log density and the
+        returned variables as a JAX program, the values of its constants
+        (the data), and the model's initial point. Stable across processes,
+        unlike the model's pickle.
+    """
+
+    result_bytes: int
+    fingerprint: str
 
 
-def _jaxify(model, settings: NutsSettings):
+def _fingerprint(closed, point: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    # A printed jaxpr names its variables by position; only object addresses vary by process.
+    digest.update(re.sub(r" at 0x[0-9a-f]+", "", str(closed.jaxpr)).encode())
+    arrays = [*closed.consts, *(point[name] for name in sorted(point))]
+    for array in map(np.asarray, arrays):
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _jaxify(model, settings: NutsSettings) -> Checked:
     """Convert the log density and the returned variables to JAX and trace them abstractly."""
     from pymc.sampling.jax import get_jaxified_graph, get_jaxified_logp
 
@@ -70,13 +98,16 @@ def _jaxify(model, settings: NutsSettings):
     elemwise = model.logp(model.observed_RVs, sum=False) if settings.log_likelihood else []
 
     def trace(values):
-        get_jaxified_logp(model, negative_logp=False)(values)
-        return get_jaxified_graph(inputs=model.value_vars, outputs=[*kept, *elemwise])(*values)
+        logp = get_jaxified_logp(model, negative_logp=False)(values)
+        returned = get_jaxified_graph(inputs=model.value_vars, outputs=[*kept, *elemwise])(*values)
+        return logp, returned
 
+    point = model.initial_point()
+    abstract = [jax.ShapeDtypeStruct(np.shape(point[v.name]), v.dtype) for v in model.value_vars]
     try:
         # Converting inside the abstract trace keeps the model's data out of any JAX
         # device: the client never starts one, so a local GPU is left whole to the worker.
-        outputs = jax.eval_shape(trace, _abstract_point(model))
+        closed, (_, outputs) = jax.make_jaxpr(trace, return_shape=True)(abstract)
     except Exception as exc:
         raise JaxConversionError(
             f"PyMC could not turn this model into JAX: {type(exc).__name__}: {exc}. "
@@ -85,7 +116,7 @@ def _jaxify(model, settings: NutsSettings):
             "model must not contain shared random generators or variables with updates. "
             "Check with pymc.sampling.jax.get_jaxified_logp(model)."
         ) from exc
-    return outputs
+    return Checked(result_bytes(outputs, settings), _fingerprint(closed, point))
 
 
 def result_bytes(outputs, settings: NutsSettings) -> int:
@@ -95,7 +126,7 @@ def result_bytes(outputs, settings: NutsSettings) -> int:
     return per_draw * settings.draws * settings.chains
 
 
-def check(model, settings: NutsSettings, max_result_bytes: int) -> int:
+def check(model, settings: NutsSettings, max_result_bytes: int) -> Checked:
     """Refuse, with a specific error, a job that would fail or could not come back.
 
     Parameters
@@ -107,11 +138,12 @@ def check(model, settings: NutsSettings, max_result_bytes: int) -> int:
 
     Returns
     -------
-    int
-        The estimated size of the result in bytes.
+    Checked
+        The estimated size of the result and the job's fingerprint.
     """
     _check_variables(model, settings)
-    size = result_bytes(_jaxify(model, settings), settings)
+    checked = _jaxify(model, settings)
+    size = checked.result_bytes
     if size > max_result_bytes:
         raise ResultTooLargeError(
             f"The result would be about {_format_bytes(size)} ({settings.chains} chains x "
@@ -119,4 +151,4 @@ def check(model, settings: NutsSettings, max_result_bytes: int) -> int:
             "Keep only the variables you need with var_names=[...], or sample fewer draws; "
             "to allow it anyway, raise pymc_modal.options(max_result_bytes=...)."
         )
-    return size
+    return checked

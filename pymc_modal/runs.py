@@ -239,7 +239,7 @@ def _write_result(run: Run, path: Path) -> None:
         attrs["pymc_modal_cost_usd"] = pricing.cost(attrs["pymc_modal_gpu"], gpu_seconds)
     else:
         attrs["pymc_modal_cost_usd"] = 0.0
-    sampling = sum(raw["seconds"][phase] for phase in ("compile", "tune", "draw"))
+    sampling = sum(raw["seconds"][phase] for phase in ("compile", "sample"))
     record = {**run.record, "cost_usd": attrs["pymc_modal_cost_usd"], "sampling_seconds": sampling}
     (run.folder / "record.json").write_text(json.dumps(record, indent=1))
     context = pickle.loads((run.folder / "context.pkl").read_bytes())

@@ -2,16 +2,35 @@
 
 It knows nothing of where it runs; a backend moves the bytes and calls
 :func:`run`. The same function runs in a local subprocess and on a Modal GPU.
+A worker kept warm for several jobs keeps its last model's compiled sampler,
+so that the same model sampled again (another seed, say) is not compiled again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import pickle
 import time
 
 from pymc_modal import payload
 
-__all__ = ["run"]
+__all__ = ["run", "use_compilation_cache"]
+
+# The last job's compiled sampler, under what it was compiled for.
+_warm: tuple[tuple[str, bytes], object] | None = None
+
+
+def use_compilation_cache(folder: str | os.PathLike) -> None:
+    """Keep JAX's compiled programs in ``folder``, to skip XLA compilation when one recurs.
+
+    Every program is kept, however quick to compile: a model's sampling loop
+    on a CPU can compile in under JAX's default threshold of one second.
+    """
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", os.fspath(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def run(job_bytes: bytes, blob_dir: str | os.PathLike | None = None) -> bytes:
@@ -43,15 +62,28 @@ def run(job_bytes: bytes, blob_dir: str | os.PathLike | None = None) -> bytes:
 
 
 def _sample(job: payload.Job) -> dict:
+    global _warm
     import jax
     import pytensor
     from pytensor.link.jax.dispatch import jax_funcify
 
-    from pymc_modal import nuts
+    from pymc_modal import forward, nuts
 
     float_x = job.settings.float_x
     pytensor.config.floatX = float_x
     jax.config.update("jax_enable_x64", float_x == "float64")
     for op_class, conversion in job.jax_conversions:
         jax_funcify.register(op_class)(conversion)
-    return nuts.sample(job.model, job.settings)
+    if isinstance(job.settings, forward.ForwardSettings):
+        return forward.run(job.model, job.settings)
+    # Seed and initial values do not change what is compiled; anything else may.
+    unseeded = dataclasses.replace(job.settings, seed=0, initvals=None, jitter=True)
+    key = (job.fingerprint, pickle.dumps(unseeded))
+    if _warm is not None and job.fingerprint is not None and _warm[0] == key:
+        sampler = _warm[1]
+    else:
+        _warm = None
+        sampler = nuts.compile_sampler(job.model, job.settings)
+    result = nuts.sample(job.model, job.settings, sampler)
+    _warm = (key, sampler)
+    return result

@@ -1,4 +1,5 @@
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -28,6 +29,15 @@ def make_data_model(size: int = 300_000) -> pm.Model:
         slope = pm.Normal("slope", 0, 1)
         pm.Normal("y", slope * x, 1.0, observed=2.0 * x_values + rng.normal(size=size))
     return model
+
+
+@pytest.fixture(autouse=True)
+def _modal_app_stopped():
+    """No test finds the Modal app an earlier one left running (local warm workers may stay)."""
+    yield
+    modal_backend = sys.modules.get("pymc_modal.backends.modal")
+    if modal_backend is not None:
+        modal_backend.close()
 
 
 @pytest.fixture(autouse=True)

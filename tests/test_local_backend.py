@@ -16,6 +16,7 @@ from pymc.exceptions import SamplingError
 
 import pymc_modal
 from pymc_modal import client, fanout, payload, worker
+from pymc_modal.backends import local
 
 pytestmark = pytest.mark.slow
 
@@ -119,12 +120,36 @@ def test_a_killed_client_leaves_no_worker_running():
             os.killpg(client.pid, signal.SIGKILL)
 
 
-def test_local_result_is_deterministic_for_a_seed():
+def test_a_warm_worker_keeps_its_process_and_compiled_model_and_gives_the_same_draws():
+    local.close()
     with pm.Model():
         pm.Normal("x", 0, 1, shape=2)
-        first = pymc_modal.sample(draws=20, tune=20, chains=1, random_seed=5, backend="local")
-        second = pymc_modal.sample(draws=20, tune=20, chains=1, random_seed=5, backend="local")
+        tiny = {"draws": 20, "tune": 20, "chains": 1, "backend": "local", "refit": True}
+        first = pymc_modal.sample(random_seed=5, **tiny)
+        (warm,) = local._warm
+        second = pymc_modal.sample(random_seed=5, **tiny)
+        other_seed = pymc_modal.sample(random_seed=6, **tiny)
+    assert local._warm == [warm]
     np.testing.assert_array_equal(first.posterior["x"].values, second.posterior["x"].values)
+    assert not np.array_equal(second.posterior["x"].values, other_seed.posterior["x"].values)
+    compiled = [run.attrs["pymc_modal_seconds_compile"] for run in (first, second, other_seed)]
+    assert compiled[1] < compiled[0] / 4 and compiled[2] < compiled[0] / 4, compiled
+
+
+def test_a_warm_worker_ends_after_its_scaledown_window_or_with_the_session(model):
+    tiny = {"model": model, "draws": 5, "tune": 5, "chains": 1, "backend": "local"}
+    local.close()
+    with pymc_modal.options(scaledown_window=2):
+        pymc_modal.sample(**tiny)
+    (warm,) = local._warm
+    assert warm.retirement.interval == 2
+    warm.retirement.join(timeout=30)
+    assert warm.process.wait(timeout=30) == 0 and local._warm == []
+
+    with pymc_modal.session():
+        pymc_modal.sample(random_seed=1, **tiny)
+        (warm,) = local._warm
+    assert local._warm == [] and warm.process.wait(timeout=30) == 0
 
 
 def test_chains_of_several_workers_are_each_workers_own_run(model, settings):
@@ -155,7 +180,13 @@ def test_data_already_stored_is_not_stored_again(tmp_path):
 
     runs = [
         pymc_modal.sample(
-            model=make_data_model(), draws=10, tune=10, chains=1, random_seed=2, backend="local"
+            model=make_data_model(),
+            draws=10,
+            tune=10,
+            chains=1,
+            random_seed=2,
+            backend="local",
+            refit=True,
         )
         for _ in range(2)
     ]

@@ -53,7 +53,7 @@ class FakeModal:
 
     def __init__(self, monkeypatch, mount):
         self.runs, self.options, self.sent, self.calls, self.mapped = [], [], [], [], []
-        self.error, self.interrupted, self.detached = None, [], []
+        self.error, self.stopped, self.detached = None, [], []
         real_with_options = modal.Function.with_options
 
         @contextlib.contextmanager
@@ -64,7 +64,9 @@ class FakeModal:
                 yield app
             except KeyboardInterrupt:
                 # As modal.runner does: it stops the app and does not re-raise.
-                self.interrupted.append(app)
+                pass
+            finally:
+                self.stopped.append(app)
 
         def with_options(function, **kwargs):
             self.options.append(kwargs)
@@ -114,6 +116,7 @@ class FakeModal:
         self.results.mkdir()
         monkeypatch.setattr(modal_backend, "BLOB_MOUNT", str(mount))
         monkeypatch.setattr(modal_backend, "RESULTS_MOUNT", str(self.results))
+        monkeypatch.setattr(modal_backend, "JAX_CACHE_MOUNT", str(mount.parent / "jax-cache"))
         monkeypatch.setattr(modal.Volume, "read_file", read_file)
         monkeypatch.setattr(modal.Volume, "commit", lambda volume: None)
         monkeypatch.setattr(modal.FunctionCall, "from_id", from_id)
@@ -150,13 +153,15 @@ def test_modal_run_returns_what_the_local_backend_returns(fake_modal, model):
 
     assert [type(arg) for arg in fake_modal.sent[0]] == [bytes]
     assert len(fake_modal.runs) == 1
-    assert fake_modal.options == [{"gpu": "A100", "timeout": 7200, "retries": 0}]
+    assert fake_modal.options == [
+        {"gpu": "A100", "timeout": 7200, "retries": 0, "scaledown_window": 60}
+    ]
     for name in local.posterior.data_vars:
         np.testing.assert_array_equal(on_modal.posterior[name].values, local.posterior[name].values)
     assert on_modal.attrs["pymc_modal_where"] == "Modal A100"
     expected = pricing.PRICE_PER_SECOND["A100-40GB"] * on_modal.attrs["pymc_modal_gpu_seconds"]
     assert on_modal.attrs["pymc_modal_cost_usd"] == pytest.approx(expected)
-    for phase in ("image", "transfer", "start", "compile", "tune", "draw", "return"):
+    for phase in ("image", "transfer", "start", "compile", "sample", "return"):
         assert on_modal.attrs[f"pymc_modal_seconds_{phase}"] >= 0
 
 
@@ -184,8 +189,9 @@ def test_data_is_uploaded_to_the_volume_once(fake_modal):
 
     first = pymc_modal.sample(model=make_data_model(), backend="modal", **TINY)
     uploads = len(fake_modal.uploaded)
-    second = pymc_modal.sample(model=make_data_model(), backend="modal", **TINY)
+    second = pymc_modal.sample(model=make_data_model(), backend="modal", refit=True, **TINY)
 
+    assert len(fake_modal.runs) == 1  # the second call found the app running
     assert uploads == 2 and len(fake_modal.uploaded) == 2  # x and y, the first time only
     assert first.attrs["pymc_modal_uploaded_bytes"] == first.attrs["pymc_modal_data_bytes"]
     assert second.attrs["pymc_modal_uploaded_bytes"] == 0
@@ -225,7 +231,9 @@ def test_gpu_keyword_reaches_the_call(fake_modal):
 def test_gpu_timeout_and_retries_from_the_context_manager(fake_modal):
     with pymc_modal.gpu("H100", timeout=600, retries=2) as options:
         (delivery,) = modal_backend.run([b"job"], options)
-    assert fake_modal.options == [{"gpu": "H100", "timeout": 600, "retries": 2}]
+    assert fake_modal.options == [
+        {"gpu": "H100", "timeout": 600, "retries": 2, "scaledown_window": 60}
+    ]
     assert delivery.where == "Modal H100"
     assert fake_modal.sent == [(b"job",)]
 
@@ -244,6 +252,33 @@ def test_fallback_list_gets_its_own_app_around_the_same_function(fake_modal):
     (delivery,) = modal_backend.run([b"job"], options)
     assert fake_modal.runs[-1] is not modal_backend.app
     assert delivery.where == "Modal H100 or A100-80GB"
+
+
+@pytest.mark.slow
+def test_map_fans_the_fits_out_through_one_function_map(fake_modal):
+    fits = pymc_modal.map([_tiny_model(), _tiny_model()], backend="modal", **TINY)
+    assert len(fake_modal.runs) == 1 and fake_modal.sent == []
+    assert [len(jobs) for jobs in fake_modal.mapped] == [2]
+    assert [fit.attrs["pymc_modal_where"] for fit in fits] == ["Modal A100"] * 2
+
+
+def test_calls_share_one_running_app_until_the_session_ends(fake_modal):
+    with pymc_modal.session(scaledown_window=300) as options:
+        modal_backend.run([b"job"], options)
+        modal_backend.run([b"job"], options)
+        assert len(fake_modal.runs) == 1 and fake_modal.stopped == []
+    assert fake_modal.stopped == [modal_backend.app]
+    assert [options["scaledown_window"] for options in fake_modal.options] == [300, 300]
+    modal_backend.run([b"job"], resolve())
+    assert len(fake_modal.runs) == 2
+
+
+def test_another_fallback_list_stops_the_running_app_and_starts_its_own(fake_modal):
+    modal_backend.run([b"job"], resolve())
+    modal_backend.run([b"job"], resolve(gpu=["H100", "A100"]))
+    modal_backend.run([b"job"], resolve(gpu=["H100", "A100"]))
+    assert fake_modal.runs[0] is modal_backend.app and len(fake_modal.runs) == 2
+    assert fake_modal.stopped == [modal_backend.app]
 
 
 @pytest.mark.parametrize("spec", ["X100", "h100:0", "A100:9", "", "H100 please"])
@@ -286,14 +321,14 @@ def test_ctrl_c_cancels_the_remote_call(fake_modal):
     with pytest.raises(KeyboardInterrupt):
         modal_backend.run([b"job"], resolve())
     assert fake_modal.calls[0].cancelled == [True]
-    assert fake_modal.interrupted == [modal_backend.app]
+    assert fake_modal.stopped == [modal_backend.app]
 
 
 def test_ctrl_c_during_a_fan_out_stops_the_app_and_reaches_the_caller(fake_modal):
     fake_modal.error = KeyboardInterrupt()
     with pytest.raises(KeyboardInterrupt):
         modal_backend.run([b"job", b"job"], resolve())
-    assert fake_modal.interrupted == [modal_backend.app]
+    assert fake_modal.stopped == [modal_backend.app]
 
 
 def test_timeout_says_how_to_raise_it(fake_modal):
@@ -386,4 +421,6 @@ def test_image_requirements_resolve_for_modals_platform(tmp_path):
 
 def test_default_gpu_is_a100(fake_modal):
     modal_backend.run([b"job"], resolve())
-    assert fake_modal.options == [{"gpu": "A100", "timeout": 7200, "retries": 0}]
+    assert fake_modal.options == [
+        {"gpu": "A100", "timeout": 7200, "retries": 0, "scaledown_window": 60}
+    ]

@@ -57,3 +57,10 @@ def test_auto_is_modal_with_credentials(monkeypatch):
     monkeypatch.setenv("MODAL_TOKEN_ID", "ak-test")
     monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-test")
     assert client._choose_backend("auto") == "modal"
+
+
+@pytest.mark.parametrize("seconds", [1, 3601, 2.5])
+def test_scaledown_window_outside_modal_limits_is_refused(seconds):
+    with pytest.raises(InvalidOptionError, match=f"scaledown_window={seconds}"):
+        resolve(scaledown_window=seconds)
+    assert resolve(scaledown_window=2).scaledown_window == 2

@@ -1,12 +1,14 @@
-"""The local backend: the worker in fresh Python processes on this machine, one per job.
+"""The local backend: the worker in Python processes on this machine, kept warm.
 
-Each process gets its job's bytes through a temporary file, as a remote worker
+Each process gets its jobs' bytes through temporary files, as a remote worker
 would get them over the network, so nothing of the caller's interpreter state
 leaks into it; its data blobs come from a store in the cache folder. Its output
 is relayed to this process's streams as it comes (so it also shows in
 notebooks); an interrupt, or one process dying without an answer, stops them
-all. A detached run's processes instead run in sessions of their own, writing
-to log files.
+all. A process that answered stays warm for the next call (libraries loaded,
+its last model compiled) for ``scaledown_window`` seconds, as a Modal
+container does, and ends with this process. A detached run's processes
+instead run one job each in sessions of their own, writing to log files.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -29,7 +31,16 @@ from pymc_modal.backends import Delivery
 from pymc_modal.config import Options, cache_dir
 from pymc_modal.errors import WorkerError
 
-__all__ = ["blob_dir", "run", "start_detached", "store_blobs", "where"]
+__all__ = [
+    "blob_dir",
+    "close",
+    "compilation_cache_dir",
+    "run",
+    "serve",
+    "start_detached",
+    "store_blobs",
+    "where",
+]
 
 WHERE = "this machine"
 
@@ -55,17 +66,6 @@ def where(options: Options) -> str:
     return WHERE
 
 
-def _worker_command(job_path: Path, answer_path: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "pymc_modal.backends.local",
-        str(job_path),
-        str(answer_path),
-        str(blob_dir()),
-    ]
-
-
 def _worker_environment() -> dict[str, str]:
     """This process's environment, with this package importable as it is here."""
     package_parent = str(Path(pymc_modal.__file__).resolve().parent.parent)
@@ -74,47 +74,118 @@ def _worker_environment() -> dict[str, str]:
     return env
 
 
-class _Process:
-    """One worker process: its job written to a file, its output relayed as it comes.
+class _Worker:
+    """A worker process that runs the jobs it is sent, one at a time, until told to end.
 
-    ``finished`` receives ``index`` when the process ends.
+    A job is sent as a line on its stdin naming the job, answer and blob
+    paths; a byte on the ``done`` pipe says its answer is written. Closing its
+    stdin ends it, however this process ends.
     """
 
-    def __init__(self, job: bytes, folder: Path, index: int, finished: queue.Queue) -> None:
+    def __init__(self) -> None:
+        self.done, done_for_worker = os.pipe()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pymc_modal.backends.local",
+                "serve",
+                str(compilation_cache_dir()),
+                str(done_for_worker),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE,
+            env=_worker_environment(),
+            pass_fds=(done_for_worker,),
+        )
+        os.close(done_for_worker)
+        relayed = ((self.process.stdout, sys.stdout), (self.process.stderr, sys.stderr))
+        for stream, target in relayed:
+            threading.Thread(target=_relay, args=(stream, target), daemon=True).start()
+        self.retirement: threading.Timer | None = None
+
+    def send(self, job_path: Path, answer_path: Path) -> None:
+        line = f"{job_path}\t{answer_path}\t{blob_dir()}\n"
+        self.process.stdin.write(line.encode())
+        self.process.stdin.flush()
+
+    def wait_done(self) -> bool:
+        """Block until the job sent last is answered (True) or the process ended (False)."""
+        return os.read(self.done, 1) == b"\n"
+
+    def close(self) -> None:
+        """End the process: it exits at the end of its input (killed if it does not)."""
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            _stop(self.process)
+        os.close(self.done)
+
+    def stop(self) -> None:
+        _stop(self.process)
+        os.close(self.done)
+
+
+# Workers that answered and wait for the next job, each until its retirement timer fires.
+_warm: list[_Worker] = []
+_warm_lock = threading.Lock()
+
+
+def _take_warm() -> _Worker:
+    with _warm_lock:
+        while _warm:
+            worker = _warm.pop()
+            worker.retirement.cancel()
+            if worker.process.poll() is None:
+                return worker
+            worker.close()
+    return _Worker()
+
+
+def _keep_warm(worker: _Worker, seconds: float) -> None:
+    with _warm_lock:
+        worker.retirement = threading.Timer(seconds, _retire, args=(worker,))
+        worker.retirement.daemon = True
+        worker.retirement.start()
+        _warm.append(worker)
+
+
+def _retire(worker: _Worker) -> None:
+    with _warm_lock:
+        if worker in _warm:
+            _warm.remove(worker)
+            worker.close()
+
+
+def close() -> None:
+    """End every warm worker process now, rather than after its idle window."""
+    with _warm_lock:
+        for worker in _warm:
+            worker.retirement.cancel()
+            worker.close()
+        _warm.clear()
+
+
+class _Job:
+    """One job on a worker: its files, its clock, and the worker's answer."""
+
+    def __init__(self, job: bytes, folder: Path, worker: _Worker) -> None:
         folder.mkdir()
+        self.worker = worker
         self.job_path, self.answer_path = folder / "job", folder / "answer"
         start = time.perf_counter()
         self.job_path.write_bytes(job)
         self.transfer = time.perf_counter() - start
         self.started = time.perf_counter()
-        self.process = subprocess.Popen(
-            _worker_command(self.job_path, self.answer_path),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            # Never written: the worker ends when this end closes, however this process ends.
-            stdin=subprocess.PIPE,
-            env=_worker_environment(),
-        )
-        self.relays = [
-            threading.Thread(target=_relay, args=(self.process.stdout, sys.stdout), daemon=True),
-            threading.Thread(target=_relay, args=(self.process.stderr, sys.stderr), daemon=True),
-        ]
-        for relay in self.relays:
-            relay.start()
-        threading.Thread(target=self._await, args=(index, finished), daemon=True).start()
+        worker.send(self.job_path, self.answer_path)
 
-    def _await(self, index: int, finished: queue.Queue) -> None:
-        self.process.wait()
-        finished.put(index)
-
-    def deliver(self) -> Delivery:
-        """The answer of the finished process; raise if it died without one."""
-        for relay in self.relays:
-            relay.join()
-        self.process.stdin.close()
+    def deliver(self, answered: bool) -> Delivery:
+        """The job's answer; raise if its process died without one."""
         wall = time.perf_counter() - self.started
-        returncode = self.process.returncode
-        if returncode != 0 or not self.answer_path.exists():
+        if not answered or not self.answer_path.exists():
+            returncode = self.worker.process.wait()
             reason = (
                 f"was killed by {signal.Signals(-returncode).name}"
                 if returncode < 0
@@ -129,6 +200,11 @@ class _Process:
         answer = self.answer_path.read_bytes()
         transfer = self.transfer + time.perf_counter() - start
         return Delivery(answer=answer, seconds={"wall": wall, "transfer": transfer}, where=WHERE)
+
+
+def compilation_cache_dir() -> Path:
+    """This machine's JAX compilation cache, in :func:`pymc_modal.config.cache_dir`."""
+    return cache_dir() / "jax"
 
 
 def blob_dir() -> Path:
@@ -161,15 +237,28 @@ def store_blobs(blobs: dict[str, bytes]) -> int:
     return written
 
 
-def run(jobs: Sequence[bytes], options: Options) -> list[Delivery]:
-    """Run each job in a new Python process, all at once, and return their answers in order.
+def run(
+    jobs: Sequence[bytes],
+    options: Options,
+    *,
+    on_answer: Callable[[int, Delivery], None] | None = None,
+) -> list[Delivery]:
+    """Run the jobs on warm worker processes, ``options.workers`` at a time.
 
     Parameters
     ----------
     jobs : sequence of bytes
         Encoded jobs; their blobs must be in :func:`blob_dir`.
     options : Options
-        Unused: GPU, timeout and retries are Modal's.
+        ``workers``: how many jobs run at once; ``scaledown_window``: how long
+        a process waits for a next job once it has answered.
+    on_answer : callable, optional
+        Called with each job's index and delivery as it is answered.
+
+    Returns
+    -------
+    list of Delivery
+        One per job, in order.
 
     Raises
     ------
@@ -177,30 +266,33 @@ def run(jobs: Sequence[bytes], options: Options) -> list[Delivery]:
         If a process died without answering (e.g. killed for memory); the
         others are stopped, as they are on an interrupt.
     """
+    deliveries: dict[int, Delivery] = {}
+    running: dict[int, _Job] = {}
+    answered: queue.Queue[tuple[int, bool]] = queue.Queue()
+
+    def await_answer(index: int, worker: _Worker) -> None:
+        answered.put((index, worker.wait_done()))
+
     with tempfile.TemporaryDirectory(prefix="pymc-modal-") as folder:
-        processes = []
-        finished: queue.Queue[int] = queue.Queue()
+        waiting = list(enumerate(jobs))
         try:
-            for index, job in enumerate(jobs):
-                processes.append(_Process(job, Path(folder, str(index)), index, finished))
-            deliveries: dict[int, Delivery] = {}
-            while len(deliveries) < len(processes):
-                index = finished.get()
-                deliveries[index] = processes[index].deliver()
+            while waiting or running:
+                while waiting and len(running) < options.workers:
+                    index, job = waiting.pop(0)
+                    running[index] = _Job(job, Path(folder, str(index)), _take_warm())
+                    threading.Thread(
+                        target=await_answer, args=(index, running[index].worker), daemon=True
+                    ).start()
+                index, ok = answered.get()
+                deliveries[index] = running[index].deliver(ok)
+                _keep_warm(running.pop(index).worker, options.scaledown_window)
+                if on_answer is not None:
+                    on_answer(index, deliveries[index])
         except BaseException:
-            for process in processes:
-                _stop(process.process)
+            for job in running.values():
+                job.worker.stop()
             raise
-    return [deliveries[index] for index in range(len(processes))]
-
-
-def _exit_with_the_client() -> None:
-    """End this process once the client's end of its stdin closes (the client is gone)."""
-    # The raw descriptor, not sys.stdin: a daemon thread blocked on a buffered
-    # stream holds its lock and makes interpreter shutdown abort.
-    while os.read(sys.stdin.fileno(), 4096):
-        pass
-    os._exit(1)
+    return [deliveries[index] for index in range(len(jobs))]
 
 
 def start_detached(job_path: Path, answer_path: Path, log_path: Path) -> int:
@@ -210,9 +302,16 @@ def start_detached(job_path: Path, answer_path: Path, log_path: Path) -> int:
     and its output to ``log_path``, in a session of its own, so neither
     Ctrl-C nor the end of this process stops it.
     """
+    command = [
+        "detached",
+        str(compilation_cache_dir()),
+        str(job_path),
+        str(answer_path),
+        str(blob_dir()),
+    ]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [*_worker_command(job_path, answer_path), "detached"],
+            [sys.executable, "-m", "pymc_modal.backends.local", *command],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -222,17 +321,47 @@ def start_detached(job_path: Path, answer_path: Path, log_path: Path) -> int:
     return process.pid
 
 
-def main(job_path: str, answer_path: str, blobs: str, mode: str = "attached") -> None:
-    """Entry point of the worker process: read the job, run it, write the answer."""
+def _answer(job_path: str, answer_path: str, blobs: str) -> None:
     from pymc_modal import worker
 
-    if mode == "attached":
-        threading.Thread(target=_exit_with_the_client, daemon=True).start()
     answer = worker.run(Path(job_path).read_bytes(), blobs)
     partial = Path(answer_path + ".partial")
     partial.write_bytes(answer)
     partial.rename(answer_path)
 
 
+def _read_jobs(jobs: queue.Queue) -> None:
+    """Queue each job line from stdin; end this process at the end of stdin.
+
+    Stdin ends when the client closes it or is gone, even while a job runs.
+    """
+    pending = b""
+    # The raw descriptor, not sys.stdin: a daemon thread blocked on a buffered
+    # stream holds its lock and makes interpreter shutdown abort.
+    while chunk := os.read(sys.stdin.fileno(), 4096):
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            jobs.put(line.decode().split("\t"))
+    os._exit(0)
+
+
+def serve(done_fd: int) -> None:
+    """Entry point of a warm worker process: answer each job sent until stdin ends."""
+    jobs: queue.Queue[list[str]] = queue.Queue()
+    threading.Thread(target=_read_jobs, args=(jobs,), daemon=True).start()
+    while True:
+        _answer(*jobs.get())
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.write(done_fd, b"\n")
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    from pymc_modal import worker
+
+    mode, compilation_cache, *arguments = sys.argv[1:]
+    worker.use_compilation_cache(compilation_cache)
+    if mode == "serve":
+        serve(int(arguments[0]))
+    else:
+        _answer(*arguments)

@@ -6,13 +6,20 @@ version and the client's exact versions of the libraries a pickle depends on
 (plus JAX's CUDA plugin for that JAX version) and this package's own source.
 Equal client versions give an equal image definition, so Modal's image cache
 is hit on every run after the first. The GPU, timeout and retries of a call
-are applied with ``Function.with_options``, not by one function per GPU. Two
+are applied with ``Function.with_options``, not by one function per GPU. Three
 Volumes are mounted on every container: ``pymc-modal-data`` holds the data
-blobs by content hash, ``pymc-modal-results`` the answers of detached runs.
+blobs by content hash, ``pymc-modal-results`` the answers of detached runs,
+``pymc-modal-jax-cache`` JAX's compiled programs, so that a model sampled
+again skips XLA compilation even in a new container.
+
+The app started by the first call keeps running for the calls after it, and
+each container stays warm for ``scaledown_window`` seconds after it answers,
+until :func:`close` or the end of this process.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.metadata
 import io
@@ -33,6 +40,7 @@ from pymc_modal.pricing import DEFAULT_GPU
 __all__ = [
     "app",
     "check_credentials",
+    "close",
     "credentials_configured",
     "detached_answer",
     "gpu_function",
@@ -47,6 +55,7 @@ __all__ = [
 APP_NAME = "pymc-modal"
 DATA_VOLUME = "pymc-modal-data"
 RESULTS_VOLUME = "pymc-modal-results"
+JAX_CACHE_VOLUME = "pymc-modal-jax-cache"
 PINNED = ("pymc", "pytensor", "numpy", "arviz", "numpyro", "cloudpickle")
 CUDA_EXTRA = "cuda12"
 # Arguments over 2 MiB travel through Modal's blob storage; both ends hold them in memory.
@@ -74,24 +83,34 @@ image = _image() if modal.is_local() else modal.Image.debian_slim()
 app = modal.App(APP_NAME, image=image, include_source=False)
 
 
-# Data blobs, stored once by content hash, and detached runs' answers, kept
-# until fetched; both mounted on every container.
+# Data blobs, stored once by content hash; detached runs' answers, kept until
+# fetched; JAX's compilation cache. All mounted on every container.
 data_volume = modal.Volume.from_name(DATA_VOLUME, create_if_missing=True)
 results_volume = modal.Volume.from_name(RESULTS_VOLUME, create_if_missing=True)
+jax_cache_volume = modal.Volume.from_name(JAX_CACHE_VOLUME, create_if_missing=True)
 BLOB_MOUNT = "/blobs"
 RESULTS_MOUNT = "/results"
-VOLUMES = {BLOB_MOUNT: data_volume, RESULTS_MOUNT: results_volume}
+JAX_CACHE_MOUNT = "/jax-cache"
+VOLUMES = {
+    BLOB_MOUNT: data_volume,
+    RESULTS_MOUNT: results_volume,
+    JAX_CACHE_MOUNT: jax_cache_volume,
+}
 
 
 def run_job(job: bytes, answer_name: str | None = None) -> bytes:
     """Run one job in a Modal container; the worker does not know it is on Modal.
 
-    A detached run's answer is also written to the results volume as
-    ``answer_name`` before it is returned, so it outlasts the call.
+    What JAX compiled is committed to the compilation cache's volume, for
+    the next container. A detached run's answer is also written to the
+    results volume as ``answer_name`` before it is returned, so it outlasts
+    the call.
     """
     from pymc_modal import worker
 
+    worker.use_compilation_cache(JAX_CACHE_MOUNT)
     answer = worker.run(job, BLOB_MOUNT)
+    jax_cache_volume.commit()
     if answer_name is not None:
         Path(RESULTS_MOUNT, answer_name).write_bytes(answer)
         results_volume.commit()
@@ -123,7 +142,10 @@ def _function_for(options: Options) -> tuple[modal.App, modal.Function]:
     """The app to run and the function variant with this call's GPU, timeout and retries."""
     if isinstance(options.gpu, str):
         variant = gpu_function.with_options(
-            gpu=options.gpu, timeout=options.timeout, retries=options.retries
+            gpu=options.gpu,
+            timeout=options.timeout,
+            retries=options.retries,
+            scaledown_window=options.scaledown_window,
         )
         return app, variant
     # Function.with_options takes one GPU type; a fallback list is a decorator option,
@@ -133,6 +155,7 @@ def _function_for(options: Options) -> tuple[modal.App, modal.Function]:
         gpu=list(options.gpu),
         timeout=options.timeout,
         retries=options.retries,
+        scaledown_window=options.scaledown_window,
         volumes=VOLUMES,
     )(run_job)
     return fallback_app, fallback
@@ -215,23 +238,64 @@ def _wait(call: modal.FunctionCall, options: Options) -> bytes:
         raise
 
 
-def run(
-    jobs: Sequence[bytes], options: Options, *, on_start: Callable[[], None] | None = None
-) -> list[Delivery]:
-    """Run ``jobs`` on Modal GPUs in an ephemeral app, showing Modal's output.
+# The app this process keeps running between calls: what it was started for,
+# its function, and the stack that stops it.
+_running: tuple[object, modal.Function, contextlib.ExitStack] | None = None
 
-    One job is spawned and awaited; several are fanned out with
-    ``Function.map``, one container (and GPU) each. On Ctrl-C the call is
-    cancelled and the app stopped, which stops its containers.
+
+def close() -> None:
+    """Stop the app this process keeps running, if any, and with it its warm containers."""
+    global _running
+    if _running is not None:
+        stack = _running[2]
+        _running = None
+        stack.close()
+
+
+atexit.register(close)
+
+
+def _started(options: Options) -> tuple[modal.Function, float]:
+    """This call's function in a running app, started unless the last call's fits.
+
+    Returns the function and the seconds spent starting the app.
+    """
+    global _running
+    # The default app serves every single GPU type; a fallback list has an app of its own.
+    wanted = "default" if isinstance(options.gpu, str) else options
+    run_app, function = _function_for(options)
+    if _running is not None and _running[0] == wanted:
+        return (function if wanted == "default" else _running[1]), 0.0
+    close()
+    start = time.perf_counter()
+    stack = contextlib.ExitStack()
+    stack.enter_context(modal.enable_output())
+    stack.enter_context(run_app.run())
+    _running = (wanted, function, stack)
+    return function, time.perf_counter() - start
+
+
+def run(
+    jobs: Sequence[bytes],
+    options: Options,
+    *,
+    on_answer: Callable[[int, Delivery], None] | None = None,
+) -> list[Delivery]:
+    """Run ``jobs`` on Modal GPUs, showing Modal's output.
+
+    The app is started by the first call and kept running for the next ones
+    (see :func:`close`). One job is spawned and awaited; several are fanned
+    out with ``Function.map``, one container (and GPU) each. On Ctrl-C or a
+    failure the app is stopped, which stops its containers.
 
     Parameters
     ----------
     jobs : sequence of bytes
         Encoded jobs.
     options : Options
-        GPU, timeout and retries for this call.
-    on_start : callable, optional
-        Called once the app is running, before the jobs are sent.
+        GPU, timeout, retries and scaledown window for this call.
+    on_answer : callable, optional
+        Called with each job's index and delivery as it is answered, in order.
 
     Returns
     -------
@@ -247,15 +311,10 @@ def run(
         If a job is larger than Modal can take as an argument.
     """
     _check_jobs(jobs)
-    run_app, function = _function_for(options)
-    seconds = {}
-    answers = None
-    start = time.perf_counter()
-    with modal.enable_output(), run_app.run():
-        seconds["image"] = time.perf_counter() - start
-        if on_start is not None:
-            on_start()
+    try:
+        function, image_seconds = _started(options)
         start = time.perf_counter()
+        seconds = {"image": image_seconds}
         if len(jobs) == 1:
             call = function.spawn(jobs[0])
             seconds["transfer"] = time.perf_counter() - start
@@ -263,12 +322,20 @@ def run(
             answers = [_wait(call, options)]
         else:
             with _timeout_explained(options):
-                answers = list(function.map(jobs))
+                answers = []
+                for answer in function.map(jobs):
+                    answers.append(answer)
+                    if on_answer is not None:
+                        elapsed = {**seconds, "wall": time.perf_counter() - start}
+                        on_answer(len(answers) - 1, Delivery(answer, elapsed, where(options)))
         seconds["wall"] = time.perf_counter() - start
-    if answers is None:
-        # app.run() stops the app on Ctrl-C but does not re-raise the interrupt.
-        raise KeyboardInterrupt
-    return [Delivery(answer=answer, seconds=seconds, where=where(options)) for answer in answers]
+    except BaseException:
+        close()
+        raise
+    deliveries = [Delivery(answer=a, seconds=seconds, where=where(options)) for a in answers]
+    if on_answer is not None and len(jobs) == 1:
+        on_answer(0, deliveries[0])
+    return deliveries
 
 
 def where(options: Options) -> str:

@@ -1,0 +1,52 @@
+"""pymc_modal.map: many fits at once, each as sample() would return it, failures kept apart."""
+
+import logging
+
+import numpy as np
+import pymc as pm
+import pytest
+
+import pymc_modal
+from pymc_modal.errors import InvalidOptionError
+
+TINY = {"draws": 10, "tune": 10, "chains": 1, "random_seed": 3, "backend": "local"}
+X = np.linspace(-1, 1, 20)
+
+
+def _regression(y=2.0 * X) -> pm.Model:
+    with pm.Model() as model:
+        x = pm.Data("x", X)
+        y_data = pm.Data("y", y)
+        slope = pm.Normal("slope", 0, 1)
+        pm.Normal("obs", slope * x, 1.0, observed=y_data)
+    return model
+
+
+@pytest.mark.slow
+def test_datasets_are_fitted_like_sample_and_a_failure_keeps_the_others(caplog):
+    model = _regression()
+    overflowing = {"x": np.full(20, 1e300)}  # passes the checks, fails on the worker
+    datasets = [{"y": 1.0 * X}, overflowing, {"y": -1.0 * X}]
+    with caplog.at_level(logging.INFO, logger="pymc_modal"):
+        first, failed, third = pymc_modal.map(datasets, model=model, **TINY)
+
+    assert isinstance(failed, Exception)
+    assert "Traceback from the worker" in "".join(failed.__notes__)
+    assert "Fit 2/3 failed" in caplog.text and "Fit 1/3 done" in caplog.text
+    np.testing.assert_array_equal(model["x"].get_value(), X)  # the model's own data is back
+    alone = pymc_modal.sample(model=_regression(-1.0 * X), refit=True, **TINY)
+    np.testing.assert_array_equal(third.posterior["slope"].values, alone.posterior["slope"].values)
+    np.testing.assert_array_equal(third.observed_data["obs"].values, -1.0 * X)
+    assert first.posterior["slope"].mean() > 0 > third.posterior["slope"].mean()
+
+
+def test_items_must_be_all_models_or_all_datasets():
+    model = _regression()
+    with pytest.raises(InvalidOptionError, match="list of pymc.Model"):
+        pymc_modal.map([model, {"y": X}], model=model, **TINY)
+    with pytest.raises(InvalidOptionError, match="either models"):
+        pymc_modal.map([model], model=model, **TINY)
+    with pytest.raises(InvalidOptionError, match="no pm.Data for; its pm.Data are x, y"):
+        pymc_modal.map([{"z": X}], model=model, **TINY)
+    with pytest.raises(InvalidOptionError, match="wait=False"):
+        pymc_modal.map([model], wait=False, **TINY)
