@@ -62,7 +62,8 @@ def _refuse_unsupported(kwargs: dict[str, Any], nuts_sampler: str) -> None:
     if nuts_sampler != "numpyro":
         raise UnsupportedArgumentError(
             f"nuts_sampler={nuts_sampler!r} is not available: pymc_modal samples with "
-            "NumPyro's NUTS (nuts_sampler='numpyro'). Use pm.sample for other samplers."
+            "NumPyro's NUTS (nuts_sampler='numpyro'), or with BlackJAX's low-rank NUTS or "
+            "ChEES-HMC through sampler='blackjax' or sampler='chees'. Use pm.sample for others."
         )
     for name, default in _FIXED.items():
         if name in kwargs and kwargs.pop(name) != default:
@@ -128,6 +129,23 @@ def _sampler_options(
                 f"{name}={driver[name]!r} is not one of {', '.join(map(repr, allowed))}."
             )
     return (0.8 if target_accept is None else target_accept), {**driver, "nuts_kwargs": kernel}
+
+
+def _check_sampler(sampler: str, chains: int, driver: dict[str, Any]) -> None:
+    """Refuse options the chosen BlackJAX sampler cannot honour."""
+    if sampler == "numpyro":
+        return
+    if driver["nuts_kwargs"]:
+        raise InvalidOptionError(
+            f"{', '.join(sorted(driver['nuts_kwargs']))}: NumPyro NUTS options apply to "
+            f"sampler='numpyro' only; sampler={sampler!r} takes target_accept, jitter and "
+            "keep_untransformed."
+        )
+    if sampler == "chees" and chains < 2:
+        raise InvalidOptionError(
+            "sampler='chees' adapts from an ensemble of chains; pass chains=64 or more "
+            "(few draws each keep the result small)."
+        )
 
 
 def _jax_seed(random_seed, chains: int) -> int:
@@ -219,6 +237,7 @@ def sample(
     backend: str | None = None,
     gpu: str | Sequence[str] | None = None,
     workers: int | None = None,
+    sampler: str | None = None,
     wait: bool = True,
     refit: bool = False,
     **kwargs: Any,
@@ -283,6 +302,15 @@ def sample(
         workers' chains have seeds of their own spawned from ``random_seed``:
         the result is reproducible, but only ``workers=1`` gives the draws of
         ``pm.sample``.
+    sampler : {"numpyro", "blackjax", "chees"}, optional
+        ``"numpyro"`` (the default, or an enclosing :func:`pymc_modal.options`
+        block's): NumPyro's NUTS, the draws of ``pm.sample``.
+        ``"blackjax"``: BlackJAX's NUTS with a low-rank mass matrix, for
+        posteriors with a few slow directions. ``"chees"``: BlackJAX's
+        ChEES-adapted HMC, the chains one ensemble on one device, for many
+        chains (e.g. ``chains=128``) with few draws each. Both run the chains
+        vectorized and take ``target_accept``, ``jitter`` and
+        ``keep_untransformed`` but no NumPyro NUTS options.
     wait : bool, default True
         If False, start the run detached and return a
         :class:`pymc_modal.runs.Run` at once; :func:`pymc_modal.fetch` with
@@ -329,6 +357,7 @@ def sample(
         backend=backend,
         gpu=gpu,
         workers=workers,
+        sampler=sampler,
         **kwargs,
     )
     stored = None if refit or not wait else call.stored()
@@ -368,6 +397,7 @@ class _Call:
         backend: str | None = None,
         gpu: str | Sequence[str] | None = None,
         workers: int | None = None,
+        sampler: str | None = None,
         **kwargs: Any,
     ) -> None:
         self.started = time.perf_counter()
@@ -377,6 +407,8 @@ class _Call:
             chains = max(2, min(4, _cpu_count()))
         idata_kwargs = dict(idata_kwargs or {})
         target_accept, driver = _sampler_options(nuts_sampler_kwargs, nuts, target_accept)
+        self.options = resolve(backend=backend, gpu=gpu, workers=workers, sampler=sampler)
+        _check_sampler(self.options.sampler, chains, driver)
         self.settings = NutsSettings(
             draws=draws,
             tune=tune,
@@ -388,10 +420,10 @@ class _Call:
             progressbar=bool(progressbar) and not quiet,
             log_likelihood=bool(idata_kwargs.get("log_likelihood", False)),
             float_x=pytensor.config.floatX,
+            sampler=self.options.sampler,
             **driver,
         )
         self.quiet, self.compute_convergence_checks = quiet, compute_convergence_checks
-        self.options = resolve(backend=backend, gpu=gpu, workers=workers)
         self.shares = fanout.split(self.settings, self.options.workers)
         self.backend = _choose_backend(self.options.backend)
         self.checked = preflight.check(self.model, self.settings, self.options.max_result_bytes)

@@ -18,9 +18,11 @@ from typing import Any
 from pymc_modal import pricing
 from pymc_modal.errors import InvalidOptionError
 
-__all__ = ["BACKENDS", "Options", "cache_dir", "gpu", "options", "resolve"]
+__all__ = ["BACKENDS", "SAMPLERS", "Options", "cache_dir", "gpu", "options", "resolve"]
 
 BACKENDS = ("auto", "local", "modal")
+# "numpyro" is pymc_modal.nuts; the others are BlackJAX's, in pymc_modal.samplers.
+SAMPLERS = ("numpyro", "blackjax", "chees")
 DEFAULT_TIMEOUT = 2 * 60 * 60
 MAX_TIMEOUT = 24 * 60 * 60  # Modal's limit for one attempt
 MAX_RETRIES = 10  # Modal's limit
@@ -59,6 +61,11 @@ class Options:
         Seconds a worker stays warm after answering, for the next call to
         reuse with its libraries loaded and its last model compiled (2 to
         3600). On Modal the GPU is billed while it waits.
+    sampler : {"numpyro", "blackjax", "chees"}
+        ``"numpyro"``: NumPyro's NUTS, as ``pm.sample(nuts_sampler="numpyro")``.
+        ``"blackjax"``: BlackJAX's NUTS with a low-rank mass matrix adapted
+        in windows. ``"chees"``: BlackJAX's ChEES-adapted jittered HMC, all
+        chains one ensemble (use many chains and few draws each).
     """
 
     backend: str = "auto"
@@ -69,11 +76,16 @@ class Options:
     price_per_second: float | None = None
     workers: int = 1
     scaledown_window: int = 60
+    sampler: str = "numpyro"
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise InvalidOptionError(
                 f"backend={self.backend!r} is not one of {', '.join(map(repr, BACKENDS))}."
+            )
+        if self.sampler not in SAMPLERS:
+            raise InvalidOptionError(
+                f"sampler={self.sampler!r} is not one of {', '.join(map(repr, SAMPLERS))}."
             )
         _positive_int("max_result_bytes", self.max_result_bytes)
         _positive_int("timeout", self.timeout, MAX_TIMEOUT)

@@ -16,7 +16,16 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["EXTRA_FIELDS", "NutsSettings", "Sampler", "compile_sampler", "kept_variables", "sample"]
+__all__ = [
+    "EXTRA_FIELDS",
+    "NutsSettings",
+    "Sampler",
+    "collect",
+    "compile_sampler",
+    "jittered_initial_points",
+    "kept_variables",
+    "sample",
+]
 
 # The per-draw statistics PyMC asks NumPyro for.
 EXTRA_FIELDS = (
@@ -44,7 +53,9 @@ class NutsSettings:
     The fields are the arguments of ``pymc.sampling.jax.sample_jax_nuts``;
     ``seed`` is the integer seed PyMC would pass to it, ``log_likelihood``
     whether to compute the pointwise log-likelihood, ``float_x`` the client's
-    ``pytensor.config.floatX``.
+    ``pytensor.config.floatX``, ``sampler`` one of
+    :data:`pymc_modal.config.SAMPLERS` (``"numpyro"``: this module; the
+    others: :mod:`pymc_modal.samplers`).
     """
 
     draws: int
@@ -61,6 +72,7 @@ class NutsSettings:
     keep_untransformed: bool = False
     chain_method: str = "parallel"
     nuts_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    sampler: str = "numpyro"
 
 
 class _CompileClock:
@@ -155,19 +167,12 @@ def sample(model, settings: NutsSettings, sampler: Sampler | None = None) -> dic
         postprocess times;
         ``device``: the JAX device that ran it.
     """
-    from pymc.sampling.jax import _get_batched_jittered_initial_points, _numpyro_stats_to_dict
+    from pymc.sampling.jax import _numpyro_stats_to_dict
 
     if sampler is None:
         sampler = compile_sampler(model, settings)
     kept, observed, mcmc = sampler.kept, sampler.observed, sampler.mcmc
-    initial_points = _get_batched_jittered_initial_points(
-        model=model,
-        chains=settings.chains,
-        initvals=settings.initvals,
-        random_seed=settings.seed,
-        jitter=settings.jitter,
-        logp_fn=sampler.logp_fn,
-    )
+    initial_points = jittered_initial_points(model, settings, sampler.logp_fn)
     key = jax.random.PRNGKey(settings.seed)
     if settings.chains > 1:
         key = jax.random.split(key, settings.chains)
@@ -184,28 +189,51 @@ def sample(model, settings: NutsSettings, sampler: Sampler | None = None) -> dic
     compile_seconds = clock.seconds
     sample_seconds = max(0.0, end - start - compile_seconds)
 
+    seconds = {"compile": compile_seconds, "sample": sample_seconds}
+    values = mcmc.get_samples(group_by_chain=True)
+    return collect(settings, kept, observed, values, _numpyro_stats_to_dict(mcmc), seconds)
+
+
+def jittered_initial_points(model, settings: NutsSettings, logp_fn) -> list:
+    """PyMC's initial points for the chains, one array per value variable.
+
+    Batched over chains (but for one chain), checked finite with ``logp_fn``.
+    """
+    from pymc.sampling.jax import _get_batched_jittered_initial_points
+
+    return _get_batched_jittered_initial_points(
+        model=model,
+        chains=settings.chains,
+        initvals=settings.initvals,
+        random_seed=settings.seed,
+        jitter=settings.jitter,
+        logp_fn=logp_fn,
+    )
+
+
+def collect(settings: NutsSettings, kept, observed, values, sample_stats, seconds) -> dict:
+    """A run's answer from its device arrays, each shaped (chain, draw, ...).
+
+    ``values`` are the kept variables then the observed variables'
+    log-likelihood, in that order; ``seconds`` the compile and sample times.
+    """
     start = time.perf_counter()
-    values = [np.asarray(value) for value in mcmc.get_samples(group_by_chain=True)]
-    sample_stats = _numpyro_stats_to_dict(mcmc)
+    values = [np.asarray(value) for value in values]
     posterior = {v.name: value for v, value in zip(kept, values[: len(kept)], strict=True)}
     log_likelihood = {
         rv.name: value for rv, value in zip(observed, values[len(kept) :], strict=True)
     }
-    postprocess_seconds = time.perf_counter() - start
-
+    sample_stats = {name: np.asarray(value) for name, value in sample_stats.items()}
+    seconds = {**seconds, "postprocess": time.perf_counter() - start}
     device = jax.devices()[0]
     return {
         "posterior": posterior,
-        "sample_stats": {name: np.asarray(value) for name, value in sample_stats.items()},
+        "sample_stats": sample_stats,
         "log_likelihood": log_likelihood if settings.log_likelihood else None,
         "attrs": {
-            "sampling_time": compile_seconds + sample_seconds,
+            "sampling_time": seconds["compile"] + seconds["sample"],
             "tuning_steps": settings.tune,
         },
-        "seconds": {
-            "compile": compile_seconds,
-            "sample": sample_seconds,
-            "postprocess": postprocess_seconds,
-        },
+        "seconds": seconds,
         "device": f"{device.platform}: {device.device_kind}",
     }

@@ -67,7 +67,7 @@ def _sample(job: payload.Job) -> dict:
     import pytensor
     from pytensor.link.jax.dispatch import jax_funcify
 
-    from pymc_modal import forward, nuts
+    from pymc_modal import forward, nuts, samplers
 
     float_x = job.settings.float_x
     pytensor.config.floatX = float_x
@@ -76,6 +76,8 @@ def _sample(job: payload.Job) -> dict:
         jax_funcify.register(op_class)(conversion)
     if isinstance(job.settings, forward.ForwardSettings):
         return forward.run(job.model, job.settings)
+    if job.settings.sampler != "numpyro":
+        return samplers.sample(job.model, job.settings)
     # Seed and initial values do not change what is compiled; anything else may.
     unseeded = dataclasses.replace(job.settings, seed=0, initvals=None, jitter=True)
     key = (job.fingerprint, pickle.dumps(unseeded))

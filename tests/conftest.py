@@ -12,6 +12,8 @@ import pytest
 _EMPTY_MODAL_CONFIG = Path(tempfile.mkdtemp(prefix="pymc-modal-tests-"), "modal.toml")
 _EMPTY_MODAL_CONFIG.write_text("")
 os.environ["MODAL_CONFIG_PATH"] = str(_EMPTY_MODAL_CONFIG)
+# Nor the user's cache: module-scoped fixtures run before the per-test cache below.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="pymc-modal-tests-cache-")
 
 
 @pytest.fixture(autouse=True)

@@ -56,7 +56,7 @@ APP_NAME = "pymc-modal"
 DATA_VOLUME = "pymc-modal-data"
 RESULTS_VOLUME = "pymc-modal-results"
 JAX_CACHE_VOLUME = "pymc-modal-jax-cache"
-PINNED = ("pymc", "pytensor", "numpy", "arviz", "numpyro", "cloudpickle")
+PINNED = ("pymc", "pytensor", "numpy", "arviz", "numpyro", "blackjax", "cloudpickle")
 CUDA_EXTRA = "cuda12"
 # Arguments over 2 MiB travel through Modal's blob storage; both ends hold them in memory.
 MAX_PAYLOAD_BYTES = 2 * 1024**3

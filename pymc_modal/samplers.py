@@ -1,0 +1,150 @@
+"""BlackJAX samplers on the worker: NUTS with a low-rank mass matrix, and many-chain ChEES-HMC.
+
+The same contract as :func:`pymc_modal.nuts.sample`: PyMC's JAX log density
+and jittered initial points in, the kept variables and PyMC's sample-stat
+names out. Both run every chain vectorized on one device, as one compiled
+program, and reduce each draw to the variables the result keeps as it is
+drawn.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from pymc_modal.nuts import NutsSettings, collect, jittered_initial_points, kept_variables
+
+__all__ = ["sample"]
+
+# ChEES adapts its step size from here and its trajectory length with Adam at this rate.
+CHEES_INITIAL_STEP_SIZE = 0.1
+CHEES_LEARNING_RATE = 0.025
+
+
+def _low_rank_nuts(logp_fn, transform, settings: NutsSettings):
+    """Chains side by side, each BlackJAX's low-rank window adaptation then NUTS draws.
+
+    ``logp_fn`` and ``transform`` take a chain's position as one flat vector.
+    """
+    import blackjax
+    from blackjax.adaptation.base import get_filter_adapt_info_fn
+
+    def chain(key, position):
+        warmup_key, draw_key = jax.random.split(key)
+        warmup = blackjax.window_adaptation_low_rank(
+            blackjax.nuts,
+            logp_fn,
+            target_acceptance_rate=settings.target_accept,
+            # It restarts the chain at the adapted mean, read from the last step's info;
+            # everything else per step is dropped.
+            adaptation_info_fn=get_filter_adapt_info_fn(adapt_state_keys={"mu_star"}),
+        )
+        (state, parameters), _ = warmup.run(warmup_key, position, num_steps=settings.tune)
+        kernel = blackjax.nuts(logp_fn, **parameters).step
+
+        def one_draw(state, key):
+            state, info = kernel(key, state)
+            stats = {
+                "lp": state.logdensity,
+                "step_size": parameters["step_size"],
+                "n_steps": info.num_integration_steps,
+                "tree_depth": info.num_trajectory_expansions,
+                "acceptance_rate": info.acceptance_rate,
+                "diverging": info.is_divergent,
+                "energy": info.energy,
+            }
+            return state, (transform(state.position), stats)
+
+        keys = jax.random.split(draw_key, settings.draws)
+        return jax.lax.scan(one_draw, state, keys)[1]
+
+    return jax.vmap(chain)  # (chain, draw, ...) out
+
+
+def _chees(logp_fn, transform, settings: NutsSettings):
+    """All chains as one ensemble: ChEES adaptation, then jittered dynamic HMC draws."""
+    import blackjax
+    import optax
+    from blackjax.adaptation.base import get_filter_adapt_info_fn
+
+    def ensemble(keys, positions):
+        warmup_key, draw_key = jax.random.split(keys[0])
+        warmup = blackjax.chees_adaptation(
+            logp_fn,
+            settings.chains,
+            target_acceptance_rate=settings.target_accept,
+            adaptation_info_fn=get_filter_adapt_info_fn(),
+        )
+        (states, parameters), _ = warmup.run(
+            warmup_key,
+            positions,
+            CHEES_INITIAL_STEP_SIZE,
+            optax.adam(CHEES_LEARNING_RATE),
+            settings.tune,
+        )
+        kernel = blackjax.dynamic_hmc(logp_fn, **parameters).step
+
+        def one_draw(states, key):
+            states, info = jax.vmap(kernel)(jax.random.split(key, settings.chains), states)
+            stats = {
+                "lp": states.logdensity,
+                "step_size": jax.numpy.full(settings.chains, parameters["step_size"]),
+                "n_steps": info.num_integration_steps,
+                "acceptance_rate": info.acceptance_rate,
+                "diverging": info.is_divergent,
+                "energy": info.energy,
+            }
+            return states, (jax.vmap(transform)(states.position), stats)
+
+        keys = jax.random.split(draw_key, settings.draws)
+        draws = jax.lax.scan(one_draw, states, keys)[1]
+        # (draw, chain, ...) to (chain, draw, ...)
+        return jax.tree.map(lambda x: jax.numpy.swapaxes(x, 0, 1), draws)
+
+    return ensemble
+
+
+def sample(model, settings: NutsSettings) -> dict[str, Any]:
+    """Sample ``model`` with ``settings.sampler``: ``"blackjax"`` or ``"chees"``.
+
+    Returns
+    -------
+    dict
+        As :func:`pymc_modal.nuts.sample`: ``posterior``, ``sample_stats``
+        (PyMC's names; ``n_steps`` counts gradient evaluations per draw),
+        ``log_likelihood``, ``attrs``, ``seconds`` (compile, sample,
+        postprocess) and ``device``.
+    """
+    from pymc.sampling.jax import get_jaxified_graph, get_jaxified_logp
+
+    # PyMC's flag is named for NumPyro's potential: the default is the log density itself.
+    logp_fn = get_jaxified_logp(model)
+    kept = kept_variables(model, settings)
+    observed = model.observed_RVs if settings.log_likelihood else []
+    transform = get_jaxified_graph(
+        inputs=model.value_vars, outputs=[*kept, *model.logp(observed, sum=False)]
+    )
+    initial_points = jittered_initial_points(model, settings, logp_fn)
+    if settings.chains == 1:
+        initial_points = [np.asarray(point)[None] for point in initial_points]
+    # Each chain's position as one flat vector: BlackJAX's ChEES mishandles
+    # position leaves of more than one dimension.
+    _, unravel = ravel_pytree([point[0] for point in initial_points])
+    positions = jax.vmap(lambda *point: ravel_pytree(list(point))[0])(*initial_points)
+    build = _low_rank_nuts if settings.sampler == "blackjax" else _chees
+    run = build(lambda x: logp_fn(unravel(x)), lambda x: transform(*unravel(x)), settings)
+    keys = jax.random.split(jax.random.PRNGKey(settings.seed), settings.chains)
+
+    start = time.perf_counter()
+    run = jax.jit(run).lower(keys, positions).compile()
+    compile_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    values, stats = jax.block_until_ready(run(keys, positions))
+    sample_seconds = time.perf_counter() - start
+
+    seconds = {"compile": compile_seconds, "sample": sample_seconds}
+    return collect(settings, kept, observed, values, stats, seconds)

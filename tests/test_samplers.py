@@ -1,0 +1,83 @@
+"""BlackJAX samplers: the default's posterior and result shape, n_steps; bad options refused."""
+
+import arviz as az
+import numpy as np
+import pytest
+
+import pymc_modal
+from pymc_modal import client
+from pymc_modal.errors import InvalidOptionError
+from pymc_modal.result import PYMC_MAJOR
+
+COMMON = {"draws": 300, "tune": 300, "random_seed": 2, "backend": "local", "progressbar": False}
+CHAINS = {"numpyro": 4, "blackjax": 4, "chees": 64}
+
+
+def _groups(result) -> set[str]:
+    return set(result.children) if PYMC_MAJOR >= 6 else set(result.groups())
+
+
+@pytest.fixture(scope="module")
+def fits():
+    from conftest import make_model
+
+    model = make_model()
+    return {
+        name: pymc_modal.sample(model=model, sampler=name, chains=chains, **COMMON)
+        for name, chains in CHAINS.items()
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["blackjax", "chees"])
+def test_posterior_means_agree_with_the_default_within_monte_carlo_error(fits, name):
+    reference, fit = fits["numpyro"], fits[name]
+    for var in ("mu", "sigma", "slope", "effect"):
+        errors = [np.asarray(az.mcse(result, var_names=[var])[var]) for result in (reference, fit)]
+        difference = fit.posterior[var].mean(("chain", "draw")) - reference.posterior[var].mean(
+            ("chain", "draw")
+        )
+        bound = 5 * np.sqrt(errors[0] ** 2 + errors[1] ** 2)
+        assert np.all(np.abs(np.asarray(difference)) <= bound), (var, difference, bound)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["blackjax", "chees"])
+def test_results_have_the_default_groups_coords_dims_and_n_steps(fits, name):
+    reference, fit = fits["numpyro"], fits[name]
+    assert _groups(fit) == _groups(reference)
+    for var in reference.posterior.data_vars:
+        assert fit.posterior[var].dims == reference.posterior[var].dims
+    assert list(fit.posterior["effect"].coords["group"].values) == ["g0", "g1", "g2", "g3"]
+    assert fit.posterior.sizes["chain"] == CHAINS[name]
+    assert fit.posterior.sizes["draw"] == COMMON["draws"]
+    steps = np.asarray(fit.sample_stats["n_steps"])
+    assert steps.shape == (CHAINS[name], COMMON["draws"]) and steps.min() >= 1
+    assert {"lp", "step_size", "acceptance_rate", "diverging"} <= set(fit.sample_stats.data_vars)
+
+
+@pytest.fixture
+def nothing_shipped(monkeypatch):
+    def refuse(name):
+        raise AssertionError("shipped although the options were refused")
+
+    monkeypatch.setattr(client, "_backend", refuse)
+
+
+def test_an_unknown_sampler_is_refused_before_shipping_with_the_valid_names(model, nothing_shipped):
+    with pytest.raises(InvalidOptionError, match="'numpyro', 'blackjax', 'chees'"):
+        pymc_modal.sample(model=model, sampler="nutpie", backend="local")
+    with (
+        pytest.raises(InvalidOptionError, match="sampler='hmc'"),
+        pymc_modal.gpu("H100", sampler="hmc"),
+    ):
+        pass
+
+
+def test_options_a_blackjax_sampler_cannot_honour_are_refused(model, nothing_shipped):
+    with pytest.raises(InvalidOptionError, match="max_tree_depth: NumPyro NUTS options"):
+        pymc_modal.sample(
+            model=model, sampler="blackjax", nuts_sampler_kwargs={"max_tree_depth": 5}
+        )
+    with pytest.raises(InvalidOptionError, match="chains=64 or more"):
+        pymc_modal.sample(model=model, sampler="chees", chains=1, backend="local")
