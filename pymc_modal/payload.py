@@ -50,7 +50,7 @@ __all__ = [
 MAGIC = b"pymc-modal/1\n"
 # Arrays at least this large travel as blobs when the caller collects blobs.
 BLOB_MIN_BYTES = 1024**2
-PACKAGES = ("pymc", "pytensor", "numpy", "cloudpickle", "jax", "numpyro", "arviz")
+PACKAGES = ("pymc", "pytensor", "numpy", "cloudpickle", "jax", "numpyro", "blackjax", "arviz")
 
 
 def python_version() -> str:
