@@ -31,13 +31,16 @@ _log = logging.getLogger("pymc_modal")
 
 
 def _prepare(items: Sequence[Any], model, sample_kwargs: dict[str, Any]) -> list[_Call]:
-    """Check each fit here: a model, or a dataset set into ``model`` for its turn."""
+    """Check and encode each fit: a model, or a dataset set into ``model`` for its turn."""
     if all(isinstance(item, pm.Model) for item in items):
         if model is not None:
             raise InvalidOptionError(
                 "map() got models and model=; pass either models, or datasets and model=."
             )
-        return [_Call(model=item, **sample_kwargs) for item in items]
+        calls = [_Call(model=item, **sample_kwargs) for item in items]
+        for call in calls:
+            call.encode()
+        return calls
     if not all(isinstance(item, Mapping) for item in items):
         raise InvalidOptionError(
             "map() takes a list of pymc.Model, or a list of datasets (dicts of pm.Data "
@@ -120,9 +123,6 @@ def map(  # noqa: A001 -- named for Modal's Function.map and the builtin it fans
     to_run = [i for i, found in enumerate(results) if found is None]
     if not to_run:
         return results
-    for i in to_run:
-        if not calls[i].jobs:
-            calls[i].encode()
     # Every job of every fit, with the fit it belongs to.
     owners = [i for i in to_run for _ in calls[i].jobs]
     jobs = [job for i in to_run for job in calls[i].jobs]
@@ -156,8 +156,7 @@ def map(  # noqa: A001 -- named for Modal's Function.map and the builtin it fans
         try:
             results[i] = calls[i].finish(mine)
         except Exception as exc:
-            _log.error(
-                "Fit %d/%d failed: %s", i + 1, total, "".join(getattr(exc, "__notes__", [])) or exc
-            )
+            notes = "".join(getattr(exc, "__notes__", []))
+            _log.error("Fit %d/%d failed: %s: %s\n%s", i + 1, total, type(exc).__name__, exc, notes)
             results[i] = exc
     return results
