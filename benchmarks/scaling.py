@@ -23,7 +23,8 @@ import pymc_modal
 def one(groups: int) -> dict:
     data = simulate(10 * groups, groups, 20)
     start = time.perf_counter()
-    with pytensor.config.change_flags(floatX="float32"):
+    # The session's end ends the worker, so that its peak memory is counted.
+    with pytensor.config.change_flags(floatX="float32"), pymc_modal.session():
         idata = pymc_modal.sample(
             draws=20,
             tune=20,

@@ -1,4 +1,4 @@
-"""The local backend: a fresh process, output relayed live, errors with their traceback, Ctrl-C."""
+"""The local backend: warm worker processes, live output, remote tracebacks, Ctrl-C."""
 
 import dataclasses
 import os
