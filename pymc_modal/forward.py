@@ -44,9 +44,9 @@ class ForwardSettings:
 
 def _trace(groups: dict[str, Any]):
     """The groups as the container this PyMC takes: InferenceData (5) or DataTree (6)."""
-    import pymc
+    from pymc_modal.result import PYMC_MAJOR
 
-    if int(pymc.__version__.partition(".")[0]) >= 6:
+    if PYMC_MAJOR >= 6:
         import xarray
 
         return xarray.DataTree.from_dict(groups)
