@@ -308,8 +308,9 @@ def sample(
         ``"blackjax"``: BlackJAX's NUTS with a low-rank mass matrix, for
         posteriors with a few slow directions. ``"chees"``: BlackJAX's
         ChEES-adapted HMC, the chains one ensemble on one device, for many
-        chains (e.g. ``chains=128``) with few draws each. Both run the chains
-        vectorized and take ``target_accept``, ``jitter`` and
+        chains (e.g. ``chains=128``) with few draws each; its trajectories are
+        short, so give it a long warm-up (``tune=1500`` or more). Both run
+        the chains vectorized and take ``target_accept``, ``jitter`` and
         ``keep_untransformed`` but no NumPyro NUTS options.
     wait : bool, default True
         If False, start the run detached and return a

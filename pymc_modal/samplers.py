@@ -79,6 +79,12 @@ def _chees(logp_fn, transform, settings: NutsSettings):
             settings.chains,
             target_acceptance_rate=settings.target_accept,
             adaptation_info_fn=get_filter_adapt_info_fn(),
+            # A diagonal mass matrix from the ensemble: with BlackJAX's default (the
+            # identity) ChEES drew 3.7x fewer effective samples per gradient on the
+            # flagship. Its trajectory-length floor is left off: it accumulates a dense
+            # covariance, parameters squared floats (7 GB at the CPU flagship size).
+            mass_matrix_estimation="diagonal",
+            _length_floor=False,
         )
         (states, parameters), _ = warmup.run(
             warmup_key,
