@@ -267,7 +267,7 @@ def sample(
     var_names : list of str, optional
         Variables to return in the posterior; all by default.
     progressbar : bool, default True
-        Show NumPyro's progress bar (relayed from the worker).
+        Show the sampler's progress bar (relayed from the worker).
     quiet : bool, default False
         Show no progress bar and no summary line.
     idata_kwargs : dict, optional

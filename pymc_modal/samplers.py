@@ -26,10 +26,35 @@ CHEES_INITIAL_STEP_SIZE = 0.1
 CHEES_LEARNING_RATE = 0.1
 
 
-def _low_rank_nuts(logp_fn, transform, settings: NutsSettings):
+def _ticking(tick, adaptation_info_fn):
+    """BlackJAX's per-step warm-up hook, made to tick the progress bar as well."""
+
+    def info(state, step_info, adaptation_state):
+        tick()
+        return adaptation_info_fn(state, step_info, adaptation_state)
+
+    return info
+
+
+def _progress_bar(settings: NutsSettings):
+    """A tqdm bar over warm-up and draws, as NumPyro's (tqdm is its dependency); None if off.
+
+    The compiled loop advances it through a host callback: JAX does not put
+    such a program in its persistent compilation cache, so it is only there
+    when asked for.
+    """
+    if not settings.progressbar:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=settings.tune + settings.draws, desc=f"{settings.sampler} warm-up + draws")
+
+
+def _low_rank_nuts(logp_fn, transform, settings: NutsSettings, tick):
     """Chains side by side, each BlackJAX's low-rank window adaptation then NUTS draws.
 
-    ``logp_fn`` and ``transform`` take a chain's position as one flat vector.
+    ``logp_fn`` and ``transform`` take a chain's position as one flat vector;
+    ``tick()`` is called once a step, warm-up and draws.
     """
     import blackjax
     from blackjax.adaptation.base import get_filter_adapt_info_fn
@@ -42,12 +67,15 @@ def _low_rank_nuts(logp_fn, transform, settings: NutsSettings):
             target_acceptance_rate=settings.target_accept,
             # It restarts the chain at the adapted mean, read from the last step's info;
             # everything else per step is dropped.
-            adaptation_info_fn=get_filter_adapt_info_fn(adapt_state_keys={"mu_star"}),
+            adaptation_info_fn=_ticking(
+                tick, get_filter_adapt_info_fn(adapt_state_keys={"mu_star"})
+            ),
         )
         (state, parameters), _ = warmup.run(warmup_key, position, num_steps=settings.tune)
         kernel = blackjax.nuts(logp_fn, **parameters).step
 
         def one_draw(state, key):
+            tick()
             state, info = kernel(key, state)
             stats = {
                 "lp": state.logdensity,
@@ -66,7 +94,7 @@ def _low_rank_nuts(logp_fn, transform, settings: NutsSettings):
     return jax.vmap(chain)  # (chain, draw, ...) out
 
 
-def _chees(logp_fn, transform, settings: NutsSettings):
+def _chees(logp_fn, transform, settings: NutsSettings, tick):
     """All chains as one ensemble: ChEES adaptation, then jittered dynamic HMC draws."""
     import blackjax
     import optax
@@ -78,7 +106,7 @@ def _chees(logp_fn, transform, settings: NutsSettings):
             logp_fn,
             settings.chains,
             target_acceptance_rate=settings.target_accept,
-            adaptation_info_fn=get_filter_adapt_info_fn(),
+            adaptation_info_fn=_ticking(tick, get_filter_adapt_info_fn()),
             # A diagonal mass matrix from the ensemble: with BlackJAX's default (the
             # identity) ChEES drew 3.7x fewer effective samples per gradient on the
             # flagship. Its trajectory-length floor is left off: it accumulates a dense
@@ -96,6 +124,7 @@ def _chees(logp_fn, transform, settings: NutsSettings):
         kernel = blackjax.dynamic_hmc(logp_fn, **parameters).step
 
         def one_draw(states, key):
+            tick()
             states, info = jax.vmap(kernel)(jax.random.split(key, settings.chains), states)
             stats = {
                 "lp": states.logdensity,
@@ -143,15 +172,25 @@ def sample(model, settings: NutsSettings) -> dict[str, Any]:
     _, unravel = ravel_pytree([point[0] for point in initial_points])
     positions = jax.vmap(lambda *point: ravel_pytree(list(point))[0])(*initial_points)
     build = _low_rank_nuts if settings.sampler == "blackjax" else _chees
-    run = build(lambda x: logp_fn(unravel(x)), lambda x: transform(*unravel(x)), settings)
+    bar = _progress_bar(settings)
+    run = build(
+        lambda x: logp_fn(unravel(x)),
+        lambda x: transform(*unravel(x)),
+        settings,
+        (lambda: jax.debug.callback(bar.update)) if bar else (lambda: None),
+    )
     keys = jax.random.split(jax.random.PRNGKey(settings.seed), settings.chains)
 
     start = time.perf_counter()
     run = jax.jit(run).lower(keys, positions).compile()
     compile_seconds = time.perf_counter() - start
+    if bar:
+        bar.reset()  # its rate and time left count from here, not from compiling
     start = time.perf_counter()
     values, stats = jax.block_until_ready(run(keys, positions))
     sample_seconds = time.perf_counter() - start
+    if bar:
+        bar.close()
 
     seconds = {"compile": compile_seconds, "sample": sample_seconds}
     return collect(settings, kept, observed, values, stats, seconds)
