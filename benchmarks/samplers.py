@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=400)
     parser.add_argument("--chees-chains", type=int, default=16)
     parser.add_argument("--chees-tune", type=int, default=1500)
-    parser.add_argument("--chees-draws", type=int, default=100)
+    parser.add_argument("--chees-draws", type=int, default=2000)
     parser.add_argument("--samplers", nargs="+", default=["numpyro", "blackjax", "chees"])
     args = parser.parse_args()
 

@@ -143,8 +143,8 @@ def _check_sampler(sampler: str, chains: int, driver: dict[str, Any]) -> None:
         )
     if sampler == "chees" and chains < 2:
         raise InvalidOptionError(
-            "sampler='chees' adapts from an ensemble of chains; pass chains=64 or more "
-            "(few draws each keep the result small)."
+            "sampler='chees' adapts from an ensemble of chains; pass chains=16 or more "
+            "(64 or more on a GPU)."
         )
 
 
@@ -308,10 +308,10 @@ def sample(
         ``"blackjax"``: BlackJAX's NUTS with a low-rank mass matrix, for
         posteriors with a few slow directions. ``"chees"``: BlackJAX's
         ChEES-adapted HMC, the chains one ensemble on one device, for many
-        chains (e.g. ``chains=128``) with few draws each; its trajectories are
-        short, so give it a long warm-up (``tune=1500`` or more). Both run
-        the chains vectorized and take ``target_accept``, ``jitter`` and
-        ``keep_untransformed`` but no NumPyro NUTS options.
+        chains (e.g. ``chains=128``); its trajectories are short, so give it
+        a long warm-up (``tune=1500`` or more) and judge it by long chains.
+        Both run the chains vectorized and take ``target_accept``, ``jitter``
+        and ``keep_untransformed`` but no NumPyro NUTS options.
     wait : bool, default True
         If False, start the run detached and return a
         :class:`pymc_modal.runs.Run` at once; :func:`pymc_modal.fetch` with

@@ -65,8 +65,7 @@ class Options:
         ``"numpyro"``: NumPyro's NUTS, as ``pm.sample(nuts_sampler="numpyro")``.
         ``"blackjax"``: BlackJAX's NUTS with a low-rank mass matrix adapted
         in windows. ``"chees"``: BlackJAX's ChEES-adapted jittered HMC, all
-        chains one ensemble (use many chains, few draws each and a long
-        warm-up).
+        chains one ensemble (use many chains and a long warm-up).
     """
 
     backend: str = "auto"

@@ -80,7 +80,7 @@ def test_options_a_blackjax_sampler_cannot_honour_are_refused(model, nothing_shi
         pymc_modal.sample(
             model=model, sampler="blackjax", nuts_sampler_kwargs={"max_tree_depth": 5}
         )
-    with pytest.raises(InvalidOptionError, match="chains=64 or more"):
+    with pytest.raises(InvalidOptionError, match="chains=16 or more"):
         pymc_modal.sample(model=model, sampler="chees", chains=1, backend="local")
 
 
