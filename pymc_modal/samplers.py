@@ -108,7 +108,7 @@ def _chees(logp_fn, transform, settings: NutsSettings, tick):
             target_acceptance_rate=settings.target_accept,
             adaptation_info_fn=_ticking(tick, get_filter_adapt_info_fn()),
             # A diagonal mass matrix from the ensemble, as NUTS adapts one: the flagship's
-            # posterior sds run from 0.03 to 1, and with BlackJAX's default (the identity)
+            # posterior sds run from 0.02 to 1, and with BlackJAX's default (the identity)
             # ChEES spent 17 gradients a draw there, against 5. Its trajectory-length floor
             # is left off: it accumulates a dense covariance, parameters squared floats
             # (7 GB at the CPU flagship size).
