@@ -14,6 +14,7 @@ largest distance of a posterior mean from the reference's, in its sds.
     python benchmarks/candidates.py
 """
 
+import dataclasses
 import os
 import tempfile
 
@@ -23,12 +24,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytensor
-from _flagship import FIXED_EFFECTS, build_model, fit, simulate
+from _flagship import FIXED_EFFECTS, SHIPPED_SETTINGS, build_model, fit, simulate
 from blackjax.adaptation.base import get_filter_adapt_info_fn
 from jax.flatten_util import ravel_pytree
 from pymc.sampling.jax import get_jaxified_graph, get_jaxified_logp
 
-from pymc_modal.nuts import NutsSettings, jittered_initial_points, kept_variables
+from pymc_modal.nuts import jittered_initial_points, kept_variables
 
 SIZE = (2_000, 200, 5)
 MEADS_CHAINS, MEADS_TUNE, MEADS_DRAWS, MEADS_THIN = 64, 1_000, 100, 10
@@ -37,18 +38,7 @@ MCLMC_CHAINS, MCLMC_TUNE, MCLMC_DRAWS = 4, 2_000, 2_000
 
 def _flat_problem(model, chains: int):
     """The log density and kept-variable transform of one flat position, and each chain's start."""
-    settings = NutsSettings(
-        draws=1,
-        tune=1,
-        chains=chains,
-        target_accept=0.8,
-        seed=1,
-        initvals=None,
-        var_names=FIXED_EFFECTS,
-        progressbar=False,
-        log_likelihood=False,
-        float_x="float32",
-    )
+    settings = dataclasses.replace(SHIPPED_SETTINGS, chains=chains, var_names=FIXED_EFFECTS)
     logp = get_jaxified_logp(model)
     transform = get_jaxified_graph(inputs=model.value_vars, outputs=kept_variables(model, settings))
     points = jittered_initial_points(model, settings, logp)

@@ -1,5 +1,7 @@
 """BlackJAX samplers: the default's posterior and result shape, n_steps; bad options refused."""
 
+import dataclasses
+
 import arviz as az
 import numpy as np
 import pytest
@@ -7,7 +9,6 @@ import pytest
 import pymc_modal
 from pymc_modal import client, samplers
 from pymc_modal.errors import InvalidOptionError
-from pymc_modal.nuts import NutsSettings
 from pymc_modal.result import PYMC_MAJOR
 
 COMMON = {"draws": 300, "tune": 300, "random_seed": 2, "backend": "local", "progressbar": False}
@@ -85,19 +86,9 @@ def test_options_a_blackjax_sampler_cannot_honour_are_refused(model, nothing_shi
 
 
 @pytest.mark.parametrize("name", ["blackjax", "chees"])
-def test_the_progress_bar_counts_every_warm_up_step_and_draw(model, name, capsys):
-    settings = NutsSettings(
-        draws=7,
-        tune=5,
-        chains=2,
-        target_accept=0.8,
-        seed=1,
-        initvals=None,
-        var_names=None,
-        progressbar=True,
-        log_likelihood=False,
-        float_x="float64",
-        sampler=name,
+def test_the_progress_bar_counts_every_warm_up_step_and_draw(model, settings, name, capsys):
+    settings = dataclasses.replace(
+        settings, draws=7, tune=5, chains=2, progressbar=True, sampler=name
     )
     samplers.sample(model, settings)
     assert "12/12" in capsys.readouterr().err
