@@ -4,7 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import pymc_modal
-from pymc_modal.nuts import NutsSettings
+from pymc_modal.job import SampleSettings
 
 _spec = importlib.util.spec_from_file_location(
     "hier_logistic", Path(__file__).resolve().parent.parent / "examples" / "hier_logistic.py"
@@ -17,7 +17,7 @@ build_model = hier_logistic.build_model
 FIXED_EFFECTS = hier_logistic.FIXED_EFFECTS
 
 # The settings the payload benchmarks ship with the model: a typical full run.
-SHIPPED_SETTINGS = NutsSettings(
+SHIPPED_SETTINGS = SampleSettings(
     draws=1000,
     tune=1000,
     chains=4,

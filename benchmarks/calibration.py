@@ -64,15 +64,15 @@ def main() -> None:
     rows = {}
     with pytensor.config.change_flags(floatX="float32"):
         models = [build_model(data) for data in simulated]
-        local.close()
+        local.BACKEND.close()
         start = time.perf_counter()
         looped = [pymc_modal.sample(model=model, **common) for model in models]
         rows["sample() in a loop"] = (time.perf_counter() - start, looped)
-        local.close()
+        local.BACKEND.close()
         start = time.perf_counter()
         mapped = pymc_modal.map(models, **common)
         rows["map()"] = (time.perf_counter() - start, mapped)
-        local.close()
+        local.BACKEND.close()
 
     same = all(
         np.array_equal(a.posterior["beta"].values, b.posterior["beta"].values)

@@ -29,7 +29,8 @@ from blackjax.adaptation.base import get_filter_adapt_info_fn
 from jax.flatten_util import ravel_pytree
 from pymc.sampling.jax import get_jaxified_graph, get_jaxified_logp
 
-from pymc_modal.nuts import jittered_initial_points, kept_variables
+from pymc_modal.job import kept_variables
+from pymc_modal.worker.chains import initial_points
 
 SIZE = (2_000, 200, 5)
 MEADS_CHAINS, MEADS_TUNE, MEADS_DRAWS, MEADS_THIN = 64, 1_000, 100, 10
@@ -41,7 +42,7 @@ def _flat_problem(model, chains: int):
     settings = dataclasses.replace(SHIPPED_SETTINGS, chains=chains, var_names=FIXED_EFFECTS)
     logp = get_jaxified_logp(model)
     transform = get_jaxified_graph(inputs=model.value_vars, outputs=kept_variables(model, settings))
-    points = jittered_initial_points(model, settings, logp)
+    points = initial_points(model, settings, logp)
     _, unravel = ravel_pytree([point[0] for point in points])
     # PyMC's JAX mode runs in float64; BlackJAX's loops need the positions to match.
     positions = jax.vmap(lambda *p: ravel_pytree(list(p))[0])(*points).astype(jnp.float64)

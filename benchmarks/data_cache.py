@@ -39,7 +39,7 @@ def main() -> None:
             job = payload.encode_job(model, settings, blobs)
             serialize = time.perf_counter() - start
             start = time.perf_counter()
-            stored = local.store_blobs(blobs)
+            stored = local.BACKEND.store_blobs(blobs)
             rows.append((name, serialize, len(job), time.perf_counter() - start, stored))
         model = build_model(data)
         start = time.perf_counter()

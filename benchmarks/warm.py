@@ -55,7 +55,7 @@ def main() -> None:
         ("second again (stored result)", {"random_seed": 2}),
     ]
     rows = []
-    local.close()
+    local.BACKEND.close()
     with pytensor.config.change_flags(floatX="float32"):
         model = build_model(simulate(args.observations, args.groups, args.covariates))
         for name, kwargs in calls:
@@ -70,7 +70,7 @@ def main() -> None:
         full = simulate(1_000_000, 100_000, args.covariates)
         full_model = build_model(full)
         full_estimate = preflight.check(full_model, SHIPPED_SETTINGS, 2**40).result_bytes
-    local.close()
+    local.BACKEND.close()
 
     print(
         f"\nflagship {args.observations:,} x {args.groups:,} x {args.covariates}, "

@@ -11,10 +11,10 @@
 import logging
 
 from pymc_modal import errors
+from pymc_modal.batch import map
 from pymc_modal.client import sample
 from pymc_modal.config import gpu, options
-from pymc_modal.many import map
-from pymc_modal.posterior import compute_log_likelihood, sample_posterior_predictive
+from pymc_modal.predictive import compute_log_likelihood, sample_posterior_predictive
 from pymc_modal.runs import fetch
 from pymc_modal.session import session
 

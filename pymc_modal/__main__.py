@@ -6,7 +6,7 @@ import argparse
 import shutil
 import sys
 
-from pymc_modal import runs
+from pymc_modal import runs, store
 from pymc_modal.errors import PymcModalError
 
 
@@ -18,7 +18,7 @@ def _once_fetched(record: dict, key: str, template: str) -> str:
 def _list() -> None:
     found = runs.list_runs()
     if not found:
-        print(f"No runs recorded in {runs.runs_dir()}.")
+        print(f"No runs recorded in {store.runs_dir()}.")
         return
     print(
         f"{'run':<24} {'status':<8} {'where':<14} {'workers':>7} {'created':<20} "
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             _list()
         else:
             runs.fetch(args.run_id)
-            shutil.copyfile(runs.runs_dir() / args.run_id / runs.RESULT_FILE, args.output)
+            shutil.copyfile(store.runs_dir() / args.run_id / store.RESULT_FILE, args.output)
             print(f"Saved run {args.run_id} to {args.output}.")
     except PymcModalError as exc:
         print(f"error: {exc}", file=sys.stderr)

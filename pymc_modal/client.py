@@ -1,16 +1,16 @@
 """The public call: ``pymc_modal.sample``, a drop-in for ``pm.sample``.
 
-It checks the arguments and the model on this machine, ships the model as
-bytes to a worker through a backend, and wraps the worker's arrays into what
-``pm.sample(nuts_sampler="numpyro")`` returns on this installation.
+It translates ``pm.sample``'s arguments into the job's settings and the
+call's options, and hands the call to :mod:`pymc_modal.pipeline`, which checks
+it on this machine, ships it as bytes to a worker and wraps the answer into
+what ``pm.sample`` returns on this installation.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
-import logging
-import time
 import types
 import warnings
 from collections.abc import Sequence
@@ -19,32 +19,31 @@ from typing import Any
 import pytensor
 from pymc.model import modelcontext
 from pymc.sampling.parallel import _cpu_count
-from pymc.util import _get_seeds_per_chain, get_random_generator
 
-from pymc_modal import fanout, payload, preflight, pricing, result, store
-from pymc_modal.backends import Delivery
-from pymc_modal.config import Options, resolve
+from pymc_modal import pipeline
+from pymc_modal._compat import jax_seed
+from pymc_modal.config import resolve
 from pymc_modal.errors import InvalidOptionError, UnsupportedArgumentError
-from pymc_modal.nuts import NutsSettings
+from pymc_modal.job import SampleSettings
+from pymc_modal.runs import Run
 
-__all__ = ["sample"]
+__all__ = ["prepare", "sample"]
 
-_log = logging.getLogger("pymc_modal")
-
-# Arguments of pm.sample that mean nothing when NumPyro samples on a worker.
+# Arguments of pm.sample that mean nothing when a JAX sampler runs on a worker.
 _UNSUPPORTED = {
-    "step": "every variable is sampled by NumPyro's NUTS; custom step methods need pm.sample",
+    "step": "every variable is sampled by one JAX sampler (see sampler=); custom step "
+    "methods need pm.sample",
     "cores": "chains run on the worker's device, not on local cores; set chains= instead",
-    "init": "NumPyro NUTS starts from PyMC's jittered initial point; set initvals= instead",
-    "n_init": "there is no ADVI initialisation on the NumPyro path",
+    "init": "the samplers start from PyMC's jittered initial point; set initvals= instead",
+    "n_init": "there is no ADVI initialisation on the JAX path",
     "jitter_max_retries": "set nuts_sampler_kwargs={'jitter': False} to start unjittered",
     "trace": "the result is always returned in memory as pm.sample's InferenceData",
-    "callback": "NumPyro does not call back per draw",
+    "callback": "the sampler runs on the worker as one compiled program, with no call per draw",
     "mp_ctx": "no multiprocessing is used",
     "blas_cores": "the worker's BLAS threads are not set from here",
     "compile_kwargs": "the model is compiled with PyMC's JAX conversion on the worker",
-    "keep_warning_stat": "there is no warning stat on the NumPyro path",
-    "progressbar_theme": "the progress bar is NumPyro's",
+    "keep_warning_stat": "there is no warning stat on the JAX path",
+    "progressbar_theme": "the progress bar is the sampler's own",
 }
 # pm.sample arguments accepted only at their default value.
 _FIXED = {"discard_tuned_samples": True, "return_inferencedata": True}
@@ -56,6 +55,12 @@ _DRIVER_OPTIONS = {
 }
 # Options of PyMC's JAX path that place a post-processing step this path does not have.
 _NO_EFFECT = ("postprocessing_backend", "postprocessing_vectorize", "postprocessing_chunks")
+
+
+def _closest(name: str, valid) -> str:
+    """`` (did you mean 'x'?)`` for the valid name closest to ``name``, or nothing."""
+    match = difflib.get_close_matches(name, list(valid), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def _refuse_unsupported(kwargs: dict[str, Any], nuts_sampler: str) -> None:
@@ -77,8 +82,10 @@ def _refuse_unsupported(kwargs: dict[str, Any], nuts_sampler: str) -> None:
                 f"pymc_modal.sample does not take {name}=: {_UNSUPPORTED[name]}."
             )
     if kwargs:
+        valid = inspect.signature(sample).parameters
+        unexpected = ", ".join(f"{name}{_closest(name, valid)}" for name in sorted(kwargs))
         raise UnsupportedArgumentError(
-            f"pymc_modal.sample got unexpected argument(s) {', '.join(sorted(kwargs))}."
+            f"pymc_modal.sample got unexpected argument(s) {unexpected}."
         )
 
 
@@ -113,13 +120,15 @@ def _sampler_options(
                 "returns on the device as the draw is collected, so there is no separate "
                 "post-processing step (and no out-of-memory at 'Transforming variables').",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
     kernel.update(merged)
     unknown = sorted(set(kernel) - _kernel_options())
     if unknown:
+        valid = {*_DRIVER_OPTIONS, *_kernel_options()}
+        named = ", ".join(f"{name}{_closest(name, valid)}" for name in unknown)
         raise InvalidOptionError(
-            f"Unknown NUTS option(s) {', '.join(unknown)}. Sampler options are "
+            f"Unknown NUTS option(s) {named}. Sampler options are "
             f"{', '.join(_DRIVER_OPTIONS)}; NumPyro NUTS options are "
             f"{', '.join(sorted(_kernel_options()))}."
         )
@@ -154,67 +163,7 @@ def _jax_seed(random_seed, chains: int) -> int:
         raise InvalidOptionError(
             "Setting random_seed = -1 is not allowed. Pass `None` to not specify a seed."
         )
-    if result.PYMC_MAJOR >= 6:
-        random_seed = int(get_random_generator(random_seed).spawn(chains)[0].integers(2**30))
-    (seed,) = _get_seeds_per_chain(random_seed, 1)
-    return int(seed)
-
-
-def _backend(name: str) -> types.ModuleType:
-    """The backend module: ``store_blobs(blobs) -> int`` and ``run(jobs, options)``."""
-    if name == "local":
-        from pymc_modal.backends import local
-
-        return local
-    from pymc_modal.backends import modal
-
-    return modal
-
-
-@functools.cache
-def _say_why_local() -> None:
-    _log.info(
-        "No Modal credentials found, so sampling runs on this machine's CPU (local backend); "
-        "run `modal setup` to sample on Modal GPUs, or pass backend='local' to silence this."
-    )
-
-
-def _choose_backend(name: str) -> str:
-    """The backend to use; for Modal, credentials are checked before anything else."""
-    if name == "local":
-        return name
-    from pymc_modal.backends import modal
-
-    if name == "modal":
-        modal.check_credentials()
-        return name
-    if modal.credentials_configured():
-        return "modal"
-    _say_why_local()
-    return "local"
-
-
-def _billed_gpu(options: Options) -> str:
-    """The GPU a cost is estimated for: the first of a fallback list."""
-    return options.gpu if isinstance(options.gpu, str) else options.gpu[0]
-
-
-def _cost(backend: str, deliveries: list[Delivery], options: Options) -> dict[str, Any]:
-    """The estimated charge: GPU-seconds, from sending each job to its answer, times the price."""
-    if backend != "modal":
-        return {"pymc_modal_cost_usd": 0.0}
-    gpu = _billed_gpu(options)
-    gpu_seconds = sum(delivery.seconds["wall"] for delivery in deliveries)
-    return {
-        "pymc_modal_gpu": gpu,
-        "pymc_modal_gpu_seconds": gpu_seconds,
-        "pymc_modal_cost_usd": pricing.cost(gpu, gpu_seconds, options.price_per_second),
-    }
-
-
-def _format_seconds(seconds: float) -> str:
-    minutes, seconds = divmod(round(seconds), 60)
-    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+    return jax_seed(random_seed, chains)
 
 
 def sample(
@@ -242,7 +191,7 @@ def sample(
     refit: bool = False,
     **kwargs: Any,
 ):
-    """Draw samples from the posterior with NumPyro's NUTS, on a worker.
+    """Draw samples from the posterior on a worker, as ``pm.sample`` does.
 
     A drop-in for ``pm.sample(nuts_sampler="numpyro", ...)``: the model and its
     data are checked here, shipped as bytes to a worker (a local process or a
@@ -274,7 +223,8 @@ def sample(
         As for ``pm.sample``; ``log_likelihood=True`` computes the pointwise
         log-likelihood on the worker.
     nuts_sampler : {"numpyro"}
-        Only NumPyro's NUTS is available.
+        PyMC's name for the default sampler, the only one it accepts here;
+        choose BlackJAX's samplers with ``sampler``.
     nuts_sampler_kwargs, nuts : dict, optional
         Sampler options, as ``pm.sample`` takes them in PyMC 5
         (``nuts_sampler_kwargs``) or PyMC 6 (``nuts``): ``chain_method``,
@@ -339,198 +289,54 @@ def sample(
         it can be known: unsupported arguments, discrete variables, unknown
         ``var_names``, a model PyMC cannot convert to JAX, a result too large.
     """
-    call = _Call(
-        draws=draws,
-        tune=tune,
+    arguments = dict(locals())
+    arguments.update(arguments.pop("kwargs"))
+    wait, refit = arguments.pop("wait"), arguments.pop("refit")
+    outcome = pipeline.run(prepare(**arguments), wait=wait, refit=refit)
+    return outcome if wait else Run(outcome)
+
+
+def prepare(**arguments: Any) -> pipeline.Call:
+    """A sampling call for the pipeline, from :func:`sample`'s arguments but ``wait`` and ``refit``.
+
+    Raises
+    ------
+    pymc_modal.errors.PymcModalError
+        For arguments that are refused before anything else is looked at.
+    """
+    bound = inspect.signature(sample).bind(**arguments)
+    bound.apply_defaults()
+    given = types.SimpleNamespace(**bound.arguments)
+    _refuse_unsupported(dict(given.kwargs), given.nuts_sampler)
+    model = modelcontext(given.model)
+    chains = max(2, min(4, _cpu_count())) if given.chains is None else given.chains
+    idata_kwargs = dict(given.idata_kwargs or {})
+    target_accept, driver = _sampler_options(
+        given.nuts_sampler_kwargs, given.nuts, given.target_accept
+    )
+    options = resolve(
+        backend=given.backend, gpu=given.gpu, workers=given.workers, sampler=given.sampler
+    )
+    _check_sampler(options.sampler, chains, driver)
+    settings = SampleSettings(
+        draws=given.draws,
+        tune=given.tune,
         chains=chains,
         target_accept=target_accept,
-        random_seed=random_seed,
-        initvals=initvals,
-        var_names=var_names,
-        progressbar=progressbar,
-        quiet=quiet,
-        idata_kwargs=idata_kwargs,
-        nuts_sampler=nuts_sampler,
-        nuts_sampler_kwargs=nuts_sampler_kwargs,
-        nuts=nuts,
-        compute_convergence_checks=compute_convergence_checks,
-        model=model,
-        backend=backend,
-        gpu=gpu,
-        workers=workers,
-        sampler=sampler,
-        **kwargs,
+        seed=_jax_seed(given.random_seed, chains),
+        initvals=given.initvals,
+        var_names=None if given.var_names is None else list(given.var_names),
+        progressbar=bool(given.progressbar) and not given.quiet,
+        log_likelihood=bool(idata_kwargs.get("log_likelihood", False)),
+        float_x=pytensor.config.floatX,
+        sampler=options.sampler,
+        **driver,
     )
-    stored = None if refit or not wait else call.stored()
-    if stored is not None:
-        return stored
-    call.encode()
-    if not wait:
-        return call.submit()
-    return call.finish(call.runner.run(call.jobs, call.options))
-
-
-class _Call:
-    """One call of :func:`sample`, step by step: checked, encoded, run, wrapped.
-
-    Creating it checks the arguments and the model (preflight); nothing is
-    shipped until :meth:`encode` and a backend's ``run``.
-    """
-
-    def __init__(
-        self,
-        draws: int = 1000,
-        *,
-        tune: int = 1000,
-        chains: int | None = None,
-        target_accept: float | None = None,
-        random_seed=None,
-        initvals=None,
-        var_names: Sequence[str] | None = None,
-        progressbar: bool = True,
-        quiet: bool = False,
-        idata_kwargs: dict[str, Any] | None = None,
-        nuts_sampler: str = "numpyro",
-        nuts_sampler_kwargs: dict[str, Any] | None = None,
-        nuts: dict[str, Any] | None = None,
-        compute_convergence_checks: bool = True,
-        model=None,
-        backend: str | None = None,
-        gpu: str | Sequence[str] | None = None,
-        workers: int | None = None,
-        sampler: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.started = time.perf_counter()
-        _refuse_unsupported(kwargs, nuts_sampler)
-        self.model = modelcontext(model)
-        if chains is None:
-            chains = max(2, min(4, _cpu_count()))
-        idata_kwargs = dict(idata_kwargs or {})
-        target_accept, driver = _sampler_options(nuts_sampler_kwargs, nuts, target_accept)
-        self.options = resolve(backend=backend, gpu=gpu, workers=workers, sampler=sampler)
-        _check_sampler(self.options.sampler, chains, driver)
-        self.settings = NutsSettings(
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            target_accept=target_accept,
-            seed=_jax_seed(random_seed, chains),
-            initvals=initvals,
-            var_names=None if var_names is None else list(var_names),
-            progressbar=bool(progressbar) and not quiet,
-            log_likelihood=bool(idata_kwargs.get("log_likelihood", False)),
-            float_x=pytensor.config.floatX,
-            sampler=self.options.sampler,
-            **driver,
-        )
-        self.quiet, self.compute_convergence_checks = quiet, compute_convergence_checks
-        self.shares = fanout.split(self.settings, self.options.workers)
-        self.backend = _choose_backend(self.options.backend)
-        self.checked = preflight.check(self.model, self.settings, self.options.max_result_bytes)
-        self.runner = _backend(self.backend)
-        self.key = store.key(self.checked.fingerprint, self.shares, self.runner.where(self.options))
-        self.context = result.context(self.model, idata_kwargs)
-        self.seconds = {"preflight": time.perf_counter() - self.started}
-        self.jobs: list[bytes] = []
-        self.attrs: dict[str, Any] = {}
-
-    def stored(self):
-        """The stored result of an identical earlier call, or None."""
-        stored = store.load(self.key)
-        if stored is None:
-            return None
-        answers, attrs = stored
-        if not self.quiet:
-            _log.info(
-                "Returned the stored result of an identical run made %s on %s; "
-                "nothing was sampled. Pass refit=True to sample again.",
-                attrs[store.STORED_AT],
-                attrs["pymc_modal_where"],
-            )
-        raw = fanout.merge([payload.decode_result(answer, "") for answer in answers])
-        return self._checked(result.wrap(raw, self.context, attrs))
-
-    def encode(self) -> None:
-        """Serialize the jobs, one per worker, and store their data where the workers read it."""
-        start = time.perf_counter()
-        blobs: dict[str, bytes] = {}
-        fingerprint = self.checked.fingerprint
-        self.jobs = [payload.encode_job(self.model, s, blobs, fingerprint) for s in self.shares]
-        self.seconds["serialize"] = time.perf_counter() - start
-
-        start = time.perf_counter()
-        uploaded = self.runner.store_blobs(blobs)
-        self.seconds["upload"] = time.perf_counter() - start
-        self.attrs = {
-            "pymc_modal_backend": self.backend,
-            "pymc_modal_payload_bytes": sum(map(len, self.jobs)),
-            "pymc_modal_data_bytes": sum(map(len, blobs.values())),
-            "pymc_modal_uploaded_bytes": uploaded,
-            "pymc_modal_result_bytes_estimated": self.checked.result_bytes,
-        }
-
-    def submit(self):
-        """Start the encoded jobs detached; return the :class:`pymc_modal.runs.Run`."""
-        from pymc_modal import runs
-
-        attrs = {**self.attrs, "pymc_modal_where": self.runner.where(self.options)}
-        if self.backend == "modal":
-            attrs["pymc_modal_gpu"] = _billed_gpu(self.options)
-        attrs.update({f"pymc_modal_seconds_{name}": v for name, v in self.seconds.items()})
-        run = runs.submit(self.backend, self.jobs, self.options, self.context, attrs)
-        if not self.quiet:
-            _log.info("Started run %s; pymc_modal.fetch(%r) returns its result.", run.id, run.id)
-        return run
-
-    def finish(self, deliveries: Sequence[Delivery]):
-        """Wrap the workers' answers and store them; re-raise a worker's exception."""
-        seconds, attrs = self.seconds, self.attrs
-        start = time.perf_counter()
-        answers = [payload.decode_result(d.answer, d.where) for d in deliveries]
-        raw = fanout.merge(answers)
-        for name in deliveries[0].seconds.keys() - {"wall"}:
-            seconds[name] = max(d.seconds[name] for d in deliveries)
-        seconds["start"] = max(
-            max(0.0, d.seconds["wall"] - sum(answer["seconds"].values()))
-            for d, answer in zip(deliveries, answers, strict=True)
-        )
-        seconds.update(raw["seconds"])
-        where = deliveries[0].where
-        attrs.update(
-            {
-                "pymc_modal_where": where,
-                "pymc_modal_device": raw["device"],
-                "pymc_modal_workers": len(deliveries),
-                "pymc_modal_returned_bytes": sum(len(d.answer) for d in deliveries),
-                **_cost(self.backend, deliveries, self.options),
-            }
-        )
-        idata = result.wrap(raw, self.context, attrs)
-        seconds["return"] = time.perf_counter() - start
-        seconds["total"] = time.perf_counter() - self.started
-        attrs.update({f"pymc_modal_seconds_{name}": value for name, value in seconds.items()})
-        idata.attrs.update(attrs)
-        store.save(self.key, [d.answer for d in deliveries], attrs)
-        if not self.quiet:
-            cost = attrs["pymc_modal_cost_usd"]
-            _log.info(
-                "Sampled %d chains x %d draws on %s in %s (sampling %s), %s.",
-                self.settings.chains,
-                self.settings.draws,
-                where if len(deliveries) == 1 else f"{len(deliveries)} workers on {where}",
-                _format_seconds(seconds["total"]),
-                _format_seconds(seconds["compile"] + seconds["sample"]),
-                f"about ${cost:.2f}" if self.backend == "modal" else "no charge",
-            )
-        return self._checked(idata)
-
-    def _checked(self, idata):
-        """Warn about R-hat, ESS and divergences as ``pm.sample`` does; return ``idata``."""
-        if self.compute_convergence_checks:
-            from pymc.stats.convergence import log_warnings, run_convergence_checks
-
-            found = run_convergence_checks(idata, self.model)
-            if not self.quiet:
-                log_warnings(found)
-        return idata
+    return pipeline.Call(
+        model,
+        settings,
+        options,
+        quiet=given.quiet,
+        idata_kwargs=idata_kwargs,
+        convergence_checks=given.compute_convergence_checks,
+    )

@@ -21,7 +21,7 @@ from pymc_modal.errors import InvalidOptionError
 __all__ = ["BACKENDS", "SAMPLERS", "Options", "cache_dir", "gpu", "options", "resolve"]
 
 BACKENDS = ("auto", "local", "modal")
-# "numpyro" is pymc_modal.nuts; the others are BlackJAX's, in pymc_modal.samplers.
+# "numpyro" is pymc_modal.worker.numpyro; the others are in pymc_modal.worker.blackjax.
 SAMPLERS = ("numpyro", "blackjax", "chees")
 DEFAULT_TIMEOUT = 2 * 60 * 60
 MAX_TIMEOUT = 24 * 60 * 60  # Modal's limit for one attempt

@@ -13,24 +13,24 @@ from typing import Any
 import numpy as np
 
 from pymc_modal.errors import InvalidOptionError
-from pymc_modal.nuts import NutsSettings
+from pymc_modal.job import SampleSettings
 
 __all__ = ["merge", "split"]
 
 
-def split(settings: NutsSettings, workers: int) -> list[NutsSettings]:
+def split(settings: SampleSettings, workers: int) -> list[SampleSettings]:
     """Settings for each of ``workers`` workers, which together sample ``settings.chains``.
 
     Parameters
     ----------
-    settings : NutsSettings
+    settings : SampleSettings
         The whole run.
     workers : int
         How many workers share the chains; one returns ``settings`` unchanged.
 
     Returns
     -------
-    list of NutsSettings
+    list of SampleSettings
         One per worker, chains as even as they go (5 chains on 2 workers: 3 and
         2), each with its own seed; only the first shows a progress bar.
 

@@ -13,6 +13,7 @@ a backend stores each blob once, however many runs use it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -21,12 +22,14 @@ import json
 import os
 import pickle
 import platform
+import shutil
 import site
 import struct
 import sys
 import sysconfig
 import traceback
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,8 @@ __all__ = [
     "encode_result",
     "manifest",
     "python_version",
+    "written_atomically",
+    "write_atomically",
 ]
 
 MAGIC = b"pymc-modal/1\n"
@@ -80,6 +85,31 @@ def _unpack(data: bytes) -> tuple[dict[str, Any], memoryview]:
     (length,) = struct.unpack(">Q", view[len(MAGIC) : start])
     header = json.loads(bytes(view[start : start + length]))
     return header, view[start + length :]
+
+
+@contextlib.contextmanager
+def written_atomically(path: Path) -> Iterator[Path]:
+    """A path beside ``path`` to write a file or folder to; it becomes ``path`` as the block ends.
+
+    A crash mid-write leaves no half-written ``path``, and a block that
+    raises leaves nothing behind. Replacing a non-empty folder raises OSError.
+    """
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    try:
+        yield partial
+        partial.replace(path)
+    except BaseException:
+        if partial.is_dir():
+            shutil.rmtree(partial)
+        else:
+            partial.unlink(missing_ok=True)
+        raise
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to the file ``path`` so that no reader sees it half written."""
+    with written_atomically(path) as partial:
+        partial.write_bytes(data)
 
 
 class Job:
@@ -219,7 +249,7 @@ def encode_job(
     Parameters
     ----------
     model : pymc.Model
-    settings : NutsSettings or ForwardSettings
+    settings : SampleSettings or ForwardSettings
     blobs : dict, optional
         If given, arrays of :data:`BLOB_MIN_BYTES` or more are left out of the
         job and added here, as ``.npy`` bytes under their SHA-256 name; the

@@ -7,10 +7,12 @@ PyMC cannot turn into JAX, or a result too large to bring back.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
 import re
+from collections.abc import Iterator
 
 import jax
 import numpy as np
@@ -22,7 +24,7 @@ from pymc_modal.errors import (
     ResultTooLargeError,
     UnknownVarNamesError,
 )
-from pymc_modal.nuts import EXTRA_FIELDS, NutsSettings, kept_variables
+from pymc_modal.job import EXTRA_FIELDS, SampleSettings, returned
 
 __all__ = ["Checked", "check", "result_bytes"]
 
@@ -35,7 +37,7 @@ def _format_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def _check_variables(model, settings: NutsSettings) -> None:
+def _check_variables(model, settings: SampleSettings) -> None:
     from pytensor.tensor.type import discrete_dtypes
 
     if not model.free_RVs:
@@ -90,24 +92,46 @@ def _fingerprint(closed, point: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def _jaxify(model, settings: NutsSettings) -> Checked:
-    """Convert the log density and the returned variables to JAX and trace them abstractly."""
-    from pymc.sampling.jax import get_jaxified_graph, get_jaxified_logp
+@contextlib.contextmanager
+def _numpy_constants() -> Iterator[None]:
+    """Convert the graph's array constants to numpy arrays rather than JAX arrays.
 
-    kept = kept_variables(model, settings)
-    elemwise = model.logp(model.observed_RVs, sum=False) if settings.log_likelihood else []
+    Inside an abstract trace a JAX array made from a constant is itself
+    traced, so a constant the conversion needs concrete (the boolean mask of
+    PyMC's automatic imputation, say) would refuse a model the worker samples;
+    a numpy array stays concrete, and starts no device.
+    """
+    from pytensor.link.jax.dispatch.basic import jax_typify
+
+    jax_typify_ndarray = jax_typify.dispatch(np.ndarray)
+
+    def as_numpy(data, dtype=None, **kwargs):
+        if data.ndim == 0:
+            return jax_typify_ndarray(data, dtype, **kwargs)
+        return np.asarray(data, dtype=dtype)
+
+    jax_typify.register(np.ndarray, as_numpy)
+    try:
+        yield
+    finally:
+        jax_typify.register(np.ndarray, jax_typify_ndarray)
+
+
+def _jaxify(model, settings: SampleSettings) -> Checked:
+    """Convert the log density and the returned variables to JAX and trace them abstractly."""
+    from pymc.sampling.jax import get_jaxified_logp
 
     def trace(values):
         logp = get_jaxified_logp(model, negative_logp=False)(values)
-        returned = get_jaxified_graph(inputs=model.value_vars, outputs=[*kept, *elemwise])(*values)
-        return logp, returned
+        return logp, returned(model, settings).fn(*values)
 
     point = model.initial_point()
     abstract = [jax.ShapeDtypeStruct(np.shape(point[v.name]), v.dtype) for v in model.value_vars]
     try:
         # Converting inside the abstract trace keeps the model's data out of any JAX
         # device: the client never starts one, so a local GPU is left whole to the worker.
-        closed, (_, outputs) = jax.make_jaxpr(trace, return_shape=True)(abstract)
+        with _numpy_constants():
+            closed, (_, outputs) = jax.make_jaxpr(trace, return_shape=True)(abstract)
     except Exception as exc:
         raise JaxConversionError(
             f"PyMC could not turn this model into JAX: {type(exc).__name__}: {exc}. "
@@ -119,20 +143,20 @@ def _jaxify(model, settings: NutsSettings) -> Checked:
     return Checked(result_bytes(outputs, settings), _fingerprint(closed, point))
 
 
-def result_bytes(outputs, settings: NutsSettings) -> int:
+def result_bytes(outputs, settings: SampleSettings) -> int:
     """Bytes of the arrays a run will return, from the abstract shapes of its outputs."""
     per_draw = sum(math.prod(out.shape) * out.dtype.itemsize for out in outputs)
     per_draw += 8 * len(EXTRA_FIELDS) + 8  # sample stats, tree_depth included
     return per_draw * settings.draws * settings.chains
 
 
-def check(model, settings: NutsSettings, max_result_bytes: int) -> Checked:
+def check(model, settings: SampleSettings, max_result_bytes: int) -> Checked:
     """Refuse, with a specific error, a job that would fail or could not come back.
 
     Parameters
     ----------
     model : pymc.Model
-    settings : NutsSettings
+    settings : SampleSettings
     max_result_bytes : int
         The largest result to accept.
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator
 from typing import Any
 
+from pymc_modal import backends
 from pymc_modal.config import Options, options
 
 __all__ = ["close", "session"]
@@ -14,12 +14,7 @@ __all__ = ["close", "session"]
 
 def close() -> None:
     """End the warm workers and stop the running Modal app now, not after their idle window."""
-    from pymc_modal.backends import local
-
-    local.close()
-    modal_backend = sys.modules.get("pymc_modal.backends.modal")
-    if modal_backend is not None:
-        modal_backend.close()
+    backends.close_all()
 
 
 @contextlib.contextmanager

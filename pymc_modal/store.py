@@ -1,4 +1,6 @@
-"""Stored results: an identical call returns what it returned before, without a worker.
+"""What this machine keeps: stored results, and the folders of detached runs.
+
+An identical call returns what it returned before, without a worker.
 
 A call's key is the SHA-256 of everything its draws depend on: the model's
 fingerprint (its log density and returned variables as a JAX program, their
@@ -7,6 +9,13 @@ worker's settings (the seed included), the library versions and where it
 runs. Each stored result is a folder in :func:`pymc_modal.config.cache_dir`
 holding the workers' answers as they came and the result's attrs, so it is
 wrapped with the calling model's coords and data like a fresh one.
+
+Each detached run has a folder in :func:`runs_dir` holding its record
+(``record.json``: backend, options, attrs, and what the backend needs to find
+its workers again), what wrapping its result takes from the client's model
+(``context.pkl``), the workers' answers as they are collected (and, on the
+local backend, their jobs and logs) and, once fetched, the result in ArviZ's
+netCDF form (``result.nc``), which opens without this package.
 """
 
 from __future__ import annotations
@@ -15,7 +24,8 @@ import dataclasses
 import datetime
 import hashlib
 import json
-import os
+import pickle
+import secrets
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,12 +35,28 @@ import numpy as np
 
 from pymc_modal import payload
 from pymc_modal.config import cache_dir
-from pymc_modal.nuts import NutsSettings
+from pymc_modal.job import SampleSettings
 
-__all__ = ["STORED_AT", "key", "load", "results_dir", "save"]
+__all__ = [
+    "RESULT_FILE",
+    "STORED_AT",
+    "key",
+    "load",
+    "new_run_folder",
+    "read_context",
+    "read_record",
+    "remove_run",
+    "results_dir",
+    "runs_dir",
+    "save",
+    "write_result",
+    "write_run",
+]
 
 # What a run's draws depend on; the progress bar does not count.
-FIELDS = [f for f in dataclasses.fields(NutsSettings) if f.name != "progressbar"]
+FIELDS = [f for f in dataclasses.fields(SampleSettings) if f.name != "progressbar"]
+RESULT_FILE = "result.nc"
+RECORD_FILE = "record.json"
 # The attr that marks a result returned from the store: when it was first made.
 STORED_AT = "pymc_modal_stored_at"
 
@@ -55,14 +81,14 @@ def _canonical(value: Any) -> Any:
     return [str(array.dtype), array.shape, hashlib.sha256(array.tobytes()).hexdigest()]
 
 
-def key(fingerprint: str, shares: Sequence[NutsSettings], where: str) -> str:
+def key(fingerprint: str, shares: Sequence[SampleSettings], where: str) -> str:
     """The key of a call: its model's fingerprint, each worker's settings, versions, place.
 
     Parameters
     ----------
     fingerprint : str
         :attr:`pymc_modal.preflight.Checked.fingerprint` of the model.
-    shares : sequence of NutsSettings
+    shares : sequence of SampleSettings
         The settings of each worker's share of the chains.
     where : str
         Where the call runs, in words (a backend's ``where``).
@@ -89,14 +115,57 @@ def save(call_key: str, answers: Sequence[bytes], attrs: dict[str, Any]) -> None
     if any(payload.answer_status(answer) != "ok" for answer in answers):
         return
     folder = results_dir() / call_key
-    partial = folder.with_name(f"{call_key}.{os.getpid()}.partial")
-    partial.mkdir(parents=True, exist_ok=True)
-    for i, answer in enumerate(answers):
-        (partial / f"answer-{i}").write_bytes(answer)
+    folder.parent.mkdir(parents=True, exist_ok=True)
     made = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    (partial / "attrs.json").write_text(json.dumps({**attrs, STORED_AT: made}))
     try:
-        partial.rename(folder)
+        with payload.written_atomically(folder) as partial:
+            partial.mkdir()
+            for i, answer in enumerate(answers):
+                (partial / f"answer-{i}").write_bytes(answer)
+            (partial / "attrs.json").write_text(json.dumps({**attrs, STORED_AT: made}))
     except OSError:
-        # Another process stored the same call first; its answers are as good.
-        shutil.rmtree(partial)
+        pass  # Another process stored the same call first; its answers are as good.
+
+
+def runs_dir() -> Path:
+    """The folder of this machine's detached runs, in :func:`pymc_modal.config.cache_dir`."""
+    return cache_dir() / "runs"
+
+
+def new_run_folder() -> Path:
+    """A new, empty folder for a detached run; its name is the run's id."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = runs_dir() / f"{stamp}-{secrets.token_hex(3)}"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def write_run(folder: Path, record: dict[str, Any], context: dict[str, Any]) -> None:
+    """Record a run once its workers have started: from then on it can be fetched."""
+    (folder / "context.pkl").write_bytes(pickle.dumps(context, pickle.HIGHEST_PROTOCOL))
+    payload.write_atomically(folder / RECORD_FILE, json.dumps(record, indent=1).encode())
+
+
+def remove_run(folder: Path) -> None:
+    """Remove the folder of a run that could not be started."""
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def read_record(folder: Path) -> dict[str, Any] | None:
+    """A run's record, or None if there is no run recorded in ``folder``."""
+    try:
+        return json.loads((folder / RECORD_FILE).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def read_context(folder: Path) -> dict[str, Any]:
+    """What wrapping a run's result takes from the client's model."""
+    return pickle.loads((folder / "context.pkl").read_bytes())
+
+
+def write_result(folder: Path, record: dict[str, Any], idata) -> None:
+    """Keep a fetched run's result as netCDF, and its record updated with what it cost."""
+    payload.write_atomically(folder / RECORD_FILE, json.dumps(record, indent=1).encode())
+    with payload.written_atomically(folder / RESULT_FILE) as partial:
+        idata.to_netcdf(partial)

@@ -42,6 +42,20 @@ def _modal_app_stopped():
         modal_backend.close()
 
 
+@pytest.fixture
+def nothing_shipped(monkeypatch):
+    """Fail the test if a backend stores data or starts a worker."""
+    from pymc_modal.backends.local import LocalBackend
+    from pymc_modal.backends.modal import ModalBackend
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a job was shipped although it should have been refused first")
+
+    for backend in (LocalBackend, ModalBackend):
+        monkeypatch.setattr(backend, "store_blobs", refuse)
+        monkeypatch.setattr(backend, "submit", refuse)
+
+
 @pytest.fixture(autouse=True)
 def _no_modal_credentials(monkeypatch):
     for name in ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "MODAL_PROFILE", "PYMC_MODAL_BACKEND"):
@@ -79,9 +93,9 @@ def model() -> pm.Model:
 @pytest.fixture
 def settings():
     """Settings of a short single-chain run."""
-    from pymc_modal.nuts import NutsSettings
+    from pymc_modal.job import SampleSettings
 
-    return NutsSettings(
+    return SampleSettings(
         draws=10,
         tune=10,
         chains=1,

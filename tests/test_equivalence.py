@@ -10,7 +10,7 @@ import pymc as pm
 import pytest
 
 import pymc_modal
-from pymc_modal.result import PYMC_MAJOR
+from pymc_modal._compat import PYMC_MAJOR
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +48,17 @@ def test_same_draws_groups_coords_and_dims(model, chain_method):
     assert ours.attrs["pymc_modal_device"].startswith("cpu")
     for phase in ("serialize", "transfer", "start", "compile", "sample", "return"):
         assert ours.attrs[f"pymc_modal_seconds_{phase}"] >= 0
+
+
+def test_a_partially_observed_variable_is_imputed_as_pm_sample_imputes_it():
+    with pm.Model() as model:
+        mu = pm.Normal("mu", 0, 1)
+        pm.Normal("x", mu, 1, observed=np.array([1.0, np.nan, 2.0]))
+    reference = pm.sample(nuts_sampler="numpyro", model=model, **COMMON)
+    ours = pymc_modal.sample(model=model, backend="local", **COMMON)
+
+    _assert_same(ours, reference)
+    assert "x_unobserved" in ours["posterior"].data_vars
 
 
 def test_var_names_and_log_likelihood_match(model):

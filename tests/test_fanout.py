@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import pymc_modal
-from pymc_modal import client, fanout
+from pymc_modal import fanout
 from pymc_modal.errors import InvalidOptionError
 
 
@@ -33,8 +33,7 @@ def test_per_chain_initvals_follow_their_chains(settings):
     assert [share.initvals for share in shared] == [{"mu": 1.0}] * 3
 
 
-def test_more_workers_than_chains_is_refused_before_shipping(model, monkeypatch):
-    monkeypatch.setattr(client, "_backend", pytest.fail)
+def test_more_workers_than_chains_is_refused_before_shipping(model, nothing_shipped):
     with pytest.raises(InvalidOptionError, match="workers=3 is more than chains=2"):
         pymc_modal.sample(model=model, chains=2, workers=3, backend="local")
 

@@ -28,7 +28,7 @@ def test_worker_exception_arrives_with_its_remote_traceback(model):
         )
     notes = "".join(getattr(info.value, "__notes__", []))
     assert "Traceback from the worker (this machine)" in notes
-    assert "pymc_modal/worker.py" in notes
+    assert "pymc_modal/worker/__init__.py" in notes
 
 
 def _children(pid: int) -> list[int]:
@@ -121,7 +121,7 @@ def test_a_killed_client_leaves_no_worker_running():
 
 
 def test_a_warm_worker_keeps_its_process_and_compiled_model_and_gives_the_same_draws():
-    local.close()
+    local.BACKEND.close()
     with pm.Model():
         pm.Normal("x", 0, 1, shape=2)
         tiny = {"draws": 20, "tune": 20, "chains": 1, "backend": "local", "refit": True}
@@ -138,7 +138,7 @@ def test_a_warm_worker_keeps_its_process_and_compiled_model_and_gives_the_same_d
 
 def test_a_warm_worker_ends_after_its_scaledown_window_or_with_the_session(model):
     tiny = {"model": model, "draws": 5, "tune": 5, "chains": 1, "backend": "local"}
-    local.close()
+    local.BACKEND.close()
     with pymc_modal.options(scaledown_window=2):
         pymc_modal.sample(**tiny)
     (warm,) = local._warm

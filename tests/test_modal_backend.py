@@ -23,7 +23,7 @@ import pymc as pm
 import pytest
 
 import pymc_modal
-from pymc_modal import payload, pricing
+from pymc_modal import backends, payload, pricing
 from pymc_modal.backends import modal as modal_backend
 from pymc_modal.config import resolve
 from pymc_modal.errors import (
@@ -137,6 +137,11 @@ def fake_modal(monkeypatch, tmp_path):
     return FakeModal(monkeypatch, mount)
 
 
+def _run(jobs, options):
+    """A waited call's deliveries, through the backend's submit-then-wait."""
+    return backends.get("modal").submit(jobs, options).wait()
+
+
 def _tiny_model():
     with pm.Model(coords={"k": ["a", "b"]}) as model:
         pm.Normal("x", 0, 1, dims="k")
@@ -214,12 +219,24 @@ def test_detached_run_on_modal_is_fetched_from_the_results_volume(fake_modal):
     assert run.record["cost_usd"] == fetched.attrs["pymc_modal_cost_usd"]
 
 
-def test_detached_answer_falls_back_to_the_call(fake_modal):
-    (call_id,) = modal_backend.start_detached([b"job"], resolve(), "run")
+def test_detached_answer_falls_back_to_the_call(fake_modal, tmp_path):
+    (tmp_path / "run").mkdir()
+    submitted = modal_backend.BACKEND.submit([b"job"], resolve(), detached=tmp_path / "run")
     (fake_modal.results / "run-0").unlink()  # as if the volume had lost it
-    assert modal_backend.detached_answer("run", 0, call_id, wait=False) is None
-    answer = modal_backend.detached_answer("run", 0, call_id, wait=True)
-    assert answer == fake_modal.calls[0].answer
+    again = modal_backend.BACKEND.reattach(submitted.record, tmp_path / "run")
+    assert again.wait(block=False) is None
+    (delivery,) = again.wait()
+    assert delivery.answer == fake_modal.calls[0].answer
+    assert (tmp_path / "run" / "answer-0").read_bytes() == delivery.answer
+
+
+@pytest.mark.slow
+def test_a_detached_runs_cost_uses_the_price_the_user_set(fake_modal):
+    with pymc_modal.options(price_per_second=1.0):
+        run = pymc_modal.sample(model=_tiny_model(), backend="modal", wait=False, **TINY)
+    fetched = pymc_modal.fetch(run.id)
+    seconds = fetched.attrs["pymc_modal_gpu_seconds"]
+    assert fetched.attrs["pymc_modal_cost_usd"] == pytest.approx(seconds)
 
 
 @pytest.mark.slow
@@ -230,7 +247,7 @@ def test_gpu_keyword_reaches_the_call(fake_modal):
 
 def test_gpu_timeout_and_retries_from_the_context_manager(fake_modal):
     with pymc_modal.gpu("H100", timeout=600, retries=2) as options:
-        (delivery,) = modal_backend.run([b"job"], options)
+        (delivery,) = _run([b"job"], options)
     assert fake_modal.options == [
         {"gpu": "H100", "timeout": 600, "retries": 2, "scaledown_window": 60}
     ]
@@ -240,7 +257,7 @@ def test_gpu_timeout_and_retries_from_the_context_manager(fake_modal):
 
 def test_gpu_from_the_environment(fake_modal, monkeypatch):
     monkeypatch.setenv("PYMC_MODAL_GPU", "H200:2")
-    modal_backend.run([b"job"], resolve())
+    _run([b"job"], resolve())
     assert fake_modal.options[-1]["gpu"] == "H200:2"
 
 
@@ -249,7 +266,7 @@ def test_fallback_list_gets_its_own_app_around_the_same_function(fake_modal):
     fallback_app, function = modal_backend._function_for(options)
     assert fallback_app is not modal_backend.app
     assert fallback_app.name == modal_backend.APP_NAME
-    (delivery,) = modal_backend.run([b"job"], options)
+    (delivery,) = _run([b"job"], options)
     assert fake_modal.runs[-1] is not modal_backend.app
     assert delivery.where == "Modal H100 or A100-80GB"
 
@@ -264,19 +281,19 @@ def test_map_fans_the_fits_out_through_one_function_map(fake_modal):
 
 def test_calls_share_one_running_app_until_the_session_ends(fake_modal):
     with pymc_modal.session(scaledown_window=300) as options:
-        modal_backend.run([b"job"], options)
-        modal_backend.run([b"job"], options)
+        _run([b"job"], options)
+        _run([b"job"], options)
         assert len(fake_modal.runs) == 1 and fake_modal.stopped == []
     assert fake_modal.stopped == [modal_backend.app]
     assert [options["scaledown_window"] for options in fake_modal.options] == [300, 300]
-    modal_backend.run([b"job"], resolve())
+    _run([b"job"], resolve())
     assert len(fake_modal.runs) == 2
 
 
 def test_another_fallback_list_stops_the_running_app_and_starts_its_own(fake_modal):
-    modal_backend.run([b"job"], resolve())
-    modal_backend.run([b"job"], resolve(gpu=["H100", "A100"]))
-    modal_backend.run([b"job"], resolve(gpu=["H100", "A100"]))
+    _run([b"job"], resolve())
+    _run([b"job"], resolve(gpu=["H100", "A100"]))
+    _run([b"job"], resolve(gpu=["H100", "A100"]))
     assert fake_modal.runs[0] is modal_backend.app and len(fake_modal.runs) == 2
     assert fake_modal.stopped == [modal_backend.app]
 
@@ -308,7 +325,7 @@ def test_remote_exception_keeps_its_traceback(fake_modal, model, settings):
     job = payload.encode_job(model, settings)
     header, body = payload._unpack(job)
     header["manifest"]["pytensor"] = "0.0.1"
-    (delivery,) = modal_backend.run([payload._pack(header, bytes(body))], resolve())
+    (delivery,) = _run([payload._pack(header, bytes(body))], resolve())
     with pytest.raises(VersionMismatchError) as info:
         payload.decode_result(delivery.answer, delivery.where)
     notes = "".join(info.value.__notes__)
@@ -319,7 +336,7 @@ def test_remote_exception_keeps_its_traceback(fake_modal, model, settings):
 def test_ctrl_c_cancels_the_remote_call(fake_modal):
     fake_modal.error = KeyboardInterrupt()
     with pytest.raises(KeyboardInterrupt):
-        modal_backend.run([b"job"], resolve())
+        _run([b"job"], resolve())
     assert fake_modal.calls[0].cancelled == [True]
     assert fake_modal.stopped == [modal_backend.app]
 
@@ -327,22 +344,22 @@ def test_ctrl_c_cancels_the_remote_call(fake_modal):
 def test_ctrl_c_during_a_fan_out_stops_the_app_and_reaches_the_caller(fake_modal):
     fake_modal.error = KeyboardInterrupt()
     with pytest.raises(KeyboardInterrupt):
-        modal_backend.run([b"job", b"job"], resolve())
+        _run([b"job", b"job"], resolve())
     assert fake_modal.stopped == [modal_backend.app]
 
 
 def test_timeout_says_how_to_raise_it(fake_modal):
     fake_modal.error = modal.exception.FunctionTimeoutError("timed out")
     with pytest.raises(PymcModalError, match=r"timeout=SECONDS"):
-        modal_backend.run([b"job"], resolve(timeout=30))
+        _run([b"job"], resolve(timeout=30))
     with pytest.raises(PymcModalError, match=r"timeout=SECONDS"):
-        modal_backend.run([b"job", b"job"], resolve(timeout=30))
+        _run([b"job", b"job"], resolve(timeout=30))
 
 
 def test_oversized_payload_is_refused_before_starting(fake_modal, monkeypatch):
     monkeypatch.setattr(modal_backend, "MAX_PAYLOAD_BYTES", 10)
     with pytest.raises(InvalidOptionError, match="payload"):
-        modal_backend.run([b"short", b"more than ten bytes"], resolve())
+        _run([b"short", b"more than ten bytes"], resolve())
     assert fake_modal.runs == []
 
 
@@ -420,7 +437,7 @@ def test_image_requirements_resolve_for_modals_platform(tmp_path):
 
 
 def test_default_gpu_is_a100(fake_modal):
-    modal_backend.run([b"job"], resolve())
+    _run([b"job"], resolve())
     assert fake_modal.options == [
         {"gpu": "A100", "timeout": 7200, "retries": 0, "scaledown_window": 60}
     ]

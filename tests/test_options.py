@@ -5,7 +5,7 @@ import logging
 import pytest
 
 import pymc_modal
-from pymc_modal import client
+from pymc_modal import backends
 from pymc_modal.config import resolve
 from pymc_modal.errors import InvalidOptionError
 
@@ -45,10 +45,10 @@ def test_invalid_values_and_names_are_refused(monkeypatch):
 
 
 def test_auto_is_local_without_credentials_and_says_why_once(caplog):
-    client._say_why_local.cache_clear()
+    backends._say_why_local.cache_clear()
     with caplog.at_level(logging.INFO, logger="pymc_modal"):
-        assert client._choose_backend("auto") == "local"
-        assert client._choose_backend("auto") == "local"
+        assert backends.choose("auto").name == "local"
+        assert backends.choose("auto").name == "local"
     messages = [r.getMessage() for r in caplog.records if "modal setup" in r.getMessage()]
     assert len(messages) == 1
 
@@ -56,7 +56,7 @@ def test_auto_is_local_without_credentials_and_says_why_once(caplog):
 def test_auto_is_modal_with_credentials(monkeypatch):
     monkeypatch.setenv("MODAL_TOKEN_ID", "ak-test")
     monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-test")
-    assert client._choose_backend("auto") == "modal"
+    assert backends.choose("auto").name == "modal"
 
 
 @pytest.mark.parametrize("seconds", [1, 3601, 2.5])

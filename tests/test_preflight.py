@@ -11,7 +11,6 @@ import pytest
 from pytensor.compile.ops import as_op
 
 import pymc_modal
-from pymc_modal import client
 from pymc_modal.errors import (
     DiscreteVariablesError,
     InvalidOptionError,
@@ -24,11 +23,8 @@ from pymc_modal.errors import (
 
 
 @pytest.fixture(autouse=True)
-def _nothing_shipped(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a job was shipped although preflight should have refused it")
-
-    monkeypatch.setattr(client, "_backend", refuse)
+def _nothing_shipped(nothing_shipped):
+    """Every test here is refused before anything ships."""
 
 
 def test_no_free_variables():
@@ -98,6 +94,8 @@ def test_unsupported_arguments(model, kwargs, match):
     ("kwargs", "match"),
     [
         ({"nuts_sampler_kwargs": {"max_tree_depht": 5}}, "max_tree_depht"),
+        # Stan's spelling: refused, with the valid option named.
+        ({"nuts": {"max_treedepth": 10}}, r"max_treedepth \(did you mean 'max_tree_depth'\?\)"),
         ({"nuts_sampler_kwargs": {"chain_method": "threads"}}, "chain_method"),
         ({"nuts": {"target_accept": 0.9}, "target_accept": 0.95}, "twice"),
         ({"random_seed": -1}, "random_seed = -1"),
@@ -138,13 +136,14 @@ def test_client_starts_no_jax_device():
         import numpy as np, pymc as pm
         from jax._src import xla_bridge
         from pymc_modal import client
+        from pymc_modal.backends.local import LocalBackend
         class Shipped(Exception):
             pass
 
         def ship(*args):
             raise Shipped
 
-        client._backend = ship
+        LocalBackend.store_blobs = LocalBackend.submit = ship
         with pm.Model():
             x = pm.Normal("x", 0, 1, shape=3)
             pm.Normal("y", x.sum(), 1, observed=np.ones(5))

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import pymc_modal
-from pymc_modal import client, samplers
+from pymc_modal._compat import PYMC_MAJOR
 from pymc_modal.errors import InvalidOptionError
-from pymc_modal.result import PYMC_MAJOR
+from pymc_modal.worker import blackjax as blackjax_worker
 
 COMMON = {"draws": 300, "tune": 300, "random_seed": 2, "backend": "local", "progressbar": False}
 CHAINS = {"numpyro": 4, "blackjax": 4, "chees": 64}
@@ -58,14 +58,6 @@ def test_results_have_the_default_groups_coords_dims_and_n_steps(fits, name):
     assert {"lp", "step_size", "acceptance_rate", "diverging"} <= set(fit.sample_stats.data_vars)
 
 
-@pytest.fixture
-def nothing_shipped(monkeypatch):
-    def refuse(name):
-        raise AssertionError("shipped although the options were refused")
-
-    monkeypatch.setattr(client, "_backend", refuse)
-
-
 def test_an_unknown_sampler_is_refused_before_shipping_with_the_valid_names(model, nothing_shipped):
     with pytest.raises(InvalidOptionError, match="'numpyro', 'blackjax', 'chees'"):
         pymc_modal.sample(model=model, sampler="nutpie", backend="local")
@@ -90,5 +82,5 @@ def test_the_progress_bar_counts_every_warm_up_step_and_draw(model, settings, na
     settings = dataclasses.replace(
         settings, draws=7, tune=5, chains=2, progressbar=True, sampler=name
     )
-    samplers.sample(model, settings)
+    blackjax_worker.sample(model, settings)
     assert "12/12" in capsys.readouterr().err

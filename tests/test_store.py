@@ -21,13 +21,13 @@ TINY = {"draws": 10, "tune": 10, "chains": 1, "backend": "local", "progressbar":
 def runs_counted(monkeypatch):
     """The local backend's runs, counted."""
     counted = []
-    real_run = local.run
+    real_submit = local.LocalBackend.submit
 
-    def run(jobs, options):
+    def submit(backend, jobs, options, detached=None):
         counted.append(len(jobs))
-        return real_run(jobs, options)
+        return real_submit(backend, jobs, options, detached)
 
-    monkeypatch.setattr(local, "run", run)
+    monkeypatch.setattr(local.LocalBackend, "submit", submit)
     return counted
 
 
@@ -79,9 +79,9 @@ def test_fingerprint_is_the_same_in_another_process(settings):
         import sys
         sys.path.insert(0, "tests")
         from conftest import make_model
-        from pymc_modal.nuts import NutsSettings
+        from pymc_modal.job import SampleSettings
         from pymc_modal.preflight import check
-        settings = NutsSettings(**{settings!r})
+        settings = SampleSettings(**{settings!r})
         print(check(make_model(), settings, 10**9).fingerprint)
         """
     ).format(settings=dict(settings.__dict__))

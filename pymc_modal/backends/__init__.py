@@ -1,10 +1,27 @@
-"""Backends move a job's bytes to a worker, start it, and bring the answer back."""
+"""Backends move a job's bytes to a worker, start it, and bring the answer back.
+
+A backend knows nothing of models, settings or results: it stores data
+blobs, submits encoded jobs and collects their encoded answers. It is chosen
+here, in one place, by name.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
 
-__all__ = ["Delivery"]
+from pymc_modal.config import Options
+
+__all__ = ["Backend", "Delivery", "OnAnswer", "Submission", "choose", "close_all", "get"]
+
+NAMES = ("local", "modal")
+
+_log = logging.getLogger("pymc_modal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,7 +33,8 @@ class Delivery:
     answer : bytes
         The worker's answer, undecoded.
     seconds : dict of str to float
-        Time the backend itself spent, by phase (e.g. ``start``, ``transfer``).
+        Time the backend itself spent, by phase (e.g. ``start``, ``transfer``);
+        ``wall``, from sending the job to its answer, where this process saw it.
     where : str
         Where the worker ran, in words, e.g. ``"this machine"`` or ``"Modal H100"``.
     """
@@ -24,3 +42,98 @@ class Delivery:
     answer: bytes
     seconds: dict[str, float]
     where: str
+
+
+# Called with a job's index and delivery as it answers.
+OnAnswer = Callable[[int, Delivery], None] | None
+
+
+class Submission(Protocol):
+    """Jobs a backend has started: a waited call's, or a detached run's.
+
+    Attributes
+    ----------
+    record : dict
+        JSON-ready: what :meth:`Backend.reattach` needs to find the jobs again
+        from another process.
+    """
+
+    record: dict[str, Any]
+
+    def running(self) -> bool:
+        """Whether the jobs may still answer (False once a worker ended without answering)."""
+
+    def wait(self, on_answer: OnAnswer = None, block: bool = True) -> list[Delivery] | None:
+        """Every job's delivery, in order, once all have answered.
+
+        ``on_answer`` is called with each job's index and delivery as it
+        answers. With ``block=False``, None if any job is still running.
+        """
+
+
+class Backend(Protocol):
+    """Where workers run. Only moves bytes."""
+
+    name: str
+
+    def where(self, options: Options) -> str:
+        """Where jobs run with these options, in words."""
+
+    def billed_gpu(self, options: Options) -> str | None:
+        """The GPU a run with these options is billed for, or None if it is not billed."""
+
+    def store_blobs(self, blobs: dict[str, bytes]) -> int:
+        """Store the data blobs the workers lack; return the bytes that took."""
+
+    def submit(
+        self, jobs: Sequence[bytes], options: Options, detached: Path | None = None
+    ) -> Submission:
+        """Start the jobs; with ``detached`` (a run's folder) they outlive this process."""
+
+    def reattach(self, record: dict[str, Any], folder: Path) -> Submission:
+        """A detached run's jobs, from their record and folder."""
+
+    def close(self) -> None:
+        """Release warm workers now rather than after their idle window."""
+
+
+_opened: dict[str, Backend] = {}
+
+
+def get(name: str) -> Backend:
+    """The backend called ``name`` (``"local"`` or ``"modal"``)."""
+    if name not in _opened:
+        _opened[name] = importlib.import_module(f"pymc_modal.backends.{name}").BACKEND
+    return _opened[name]
+
+
+@functools.cache
+def _say_why_local() -> None:
+    _log.info(
+        "No Modal credentials found, so sampling runs on this machine's CPU (local backend); "
+        "run `modal setup` to sample on Modal GPUs, or pass backend='local' to silence this."
+    )
+
+
+def choose(name: str) -> Backend:
+    """The backend for an option's value; for Modal, credentials are checked first.
+
+    ``"auto"`` is Modal when Modal credentials are configured, else this
+    machine, which it says once.
+    """
+    if name == "local":
+        return get(name)
+    modal = get("modal")
+    if name == "modal":
+        modal.check_credentials()
+        return modal
+    if modal.credentials_configured():
+        return modal
+    _say_why_local()
+    return get("local")
+
+
+def close_all() -> None:
+    """Release every backend's warm workers."""
+    for backend in _opened.values():
+        backend.close()

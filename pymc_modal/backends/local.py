@@ -1,14 +1,16 @@
 """The local backend: the worker in Python processes on this machine, kept warm.
 
-Each process gets its jobs' bytes through temporary files, as a remote worker
-would get them over the network, so nothing of the caller's interpreter state
-leaks into it; its data blobs come from a store in the cache folder. Its output
-is relayed to this process's streams as it comes (so it also shows in
-notebooks); an interrupt, or one process dying without an answer, stops them
-all. A process that answered stays warm for the next call (libraries loaded,
-its last model compiled) for ``scaledown_window`` seconds, as a Modal
-container does, and ends with this process. A detached run's processes
-instead run one job each in sessions of their own, writing to log files.
+It is a process pool only; what runs in each process is
+``python -m pymc_modal.worker``. Each process gets its jobs' bytes through
+temporary files, as a remote worker would get them over the network, so
+nothing of the caller's interpreter state leaks into it; its data blobs come
+from a store in the cache folder. Its output is relayed to this process's
+streams as it comes (so it also shows in notebooks); an interrupt, or one
+process dying without an answer, stops them all. A process that answered
+stays warm for the next call (libraries loaded, its last model compiled) for
+``scaledown_window`` seconds, as a Modal container does, and ends with this
+process. A detached run's processes instead run one job each in sessions of
+their own, writing their answers and logs to the run's folder.
 """
 
 from __future__ import annotations
@@ -22,27 +24,22 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-import pymc_modal
-from pymc_modal.backends import Delivery
+from pymc_modal.backends import Delivery, OnAnswer
 from pymc_modal.config import Options, cache_dir
 from pymc_modal.errors import WorkerError
+from pymc_modal.payload import write_atomically
 
-__all__ = [
-    "blob_dir",
-    "close",
-    "compilation_cache_dir",
-    "run",
-    "serve",
-    "start_detached",
-    "store_blobs",
-    "where",
-]
+__all__ = ["BACKEND", "LocalBackend", "blob_dir", "compilation_cache_dir"]
 
 WHERE = "this machine"
+# How often a detached run's folder is looked at while it is waited for.
+POLL_SECONDS = 1.0
+# The folder holding the pymc_modal package, for the worker processes to import it from.
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 
 
 def _relay(stream, target: TextIO) -> None:
@@ -61,16 +58,16 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def where(options: Options) -> str:
-    """Where jobs run, in words: always this machine."""
-    return WHERE
+def _worker_command(mode: str, *arguments: str | os.PathLike) -> list[str]:
+    """The command line of a worker process, see :mod:`pymc_modal.worker.__main__`."""
+    command = [sys.executable, "-m", "pymc_modal.worker", mode, compilation_cache_dir()]
+    return [*map(str, command), *map(str, arguments)]
 
 
 def _worker_environment() -> dict[str, str]:
     """This process's environment, with this package importable as it is here."""
-    package_parent = str(Path(pymc_modal.__file__).resolve().parent.parent)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), env.get("PYTHONPATH")]))
     return env
 
 
@@ -85,14 +82,7 @@ class _Worker:
     def __init__(self) -> None:
         self.done, done_for_worker = os.pipe()
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pymc_modal.backends.local",
-                "serve",
-                str(compilation_cache_dir()),
-                str(done_for_worker),
-            ],
+            _worker_command("serve", done_for_worker),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.PIPE,
@@ -159,7 +149,7 @@ def _retire(worker: _Worker) -> None:
             worker.close()
 
 
-def close() -> None:
+def _close_warm() -> None:
     """End every warm worker process now, rather than after its idle window."""
     with _warm_lock:
         for worker in _warm:
@@ -215,104 +205,124 @@ def blob_dir() -> Path:
     return cache_dir() / "blobs"
 
 
-def store_blobs(blobs: dict[str, bytes]) -> int:
-    """Write the blobs the store lacks; return how many bytes that took.
+class _Pool:
+    """A waited call's jobs on warm worker processes, ``options.workers`` at a time."""
 
-    Parameters
-    ----------
-    blobs : dict of str to bytes
-        Blobs by name, as :func:`pymc_modal.payload.encode_job` collects them.
+    def __init__(self, jobs: Sequence[bytes], options: Options) -> None:
+        self.jobs, self.options = jobs, options
+        self.record: dict[str, Any] = {}
+
+    def running(self) -> bool:
+        return True
+
+    def wait(self, on_answer: OnAnswer = None, block: bool = True) -> list[Delivery]:
+        """Run the jobs; raise :class:`WorkerError` if a process died without answering.
+
+        The others are then stopped, as they are on an interrupt.
+        """
+        deliveries: dict[int, Delivery] = {}
+        running: dict[int, _Job] = {}
+        answered: queue.Queue[tuple[int, bool]] = queue.Queue()
+
+        def await_answer(index: int, worker: _Worker) -> None:
+            answered.put((index, worker.wait_done()))
+
+        with tempfile.TemporaryDirectory(prefix="pymc-modal-") as folder:
+            waiting = list(enumerate(self.jobs))
+            try:
+                while waiting or running:
+                    while waiting and len(running) < self.options.workers:
+                        index, job = waiting.pop(0)
+                        running[index] = _Job(job, Path(folder, str(index)), _take_warm())
+                        threading.Thread(
+                            target=await_answer, args=(index, running[index].worker), daemon=True
+                        ).start()
+                    index, ok = answered.get()
+                    deliveries[index] = running[index].deliver(ok)
+                    _keep_warm(running.pop(index).worker, self.options.scaledown_window)
+                    if on_answer is not None:
+                        on_answer(index, deliveries[index])
+            except BaseException:
+                for job in running.values():
+                    job.worker.stop()
+                raise
+        return [deliveries[index] for index in range(len(self.jobs))]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        # A worker this process started must be reaped, or it lingers as a zombie.
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        return finished == 0
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _relay_log(path: Path, offset: int) -> int:
+    """Copy what the log gained since ``offset`` to stderr; return the new offset."""
+    if not path.exists():
+        return offset
+    with open(path, "rb") as log:
+        log.seek(offset)
+        new = log.read()
+    sys.stderr.write(new.decode(errors="replace"))
+    sys.stderr.flush()
+    return offset + len(new)
+
+
+class _Detached:
+    """A detached run's worker processes, a job each, answering into the run's folder."""
+
+    def __init__(self, record: dict[str, Any], folder: Path) -> None:
+        self.record, self.folder = record, folder
+        self.answers = [folder / f"answer-{i}" for i in range(len(record["pids"]))]
+
+    def running(self) -> bool:
+        return not any(
+            not path.exists() and not _alive(pid)
+            for path, pid in zip(self.answers, self.record["pids"], strict=True)
+        )
+
+    def wait(self, on_answer: OnAnswer = None, block: bool = True) -> list[Delivery] | None:
+        """Wait for the answers, relaying the first worker's log to stderr."""
+        log, offset = self.folder / "log-0.txt", 0
+        while not all(path.exists() for path in self.answers):
+            if not self.running():
+                _relay_log(log, offset)
+                raise WorkerError(
+                    f"A worker of run {self.folder.name} ended without an answer; its output "
+                    f"is in {self.folder}/log-*.txt."
+                )
+            if not block:
+                return None
+            offset = _relay_log(log, offset)
+            time.sleep(POLL_SECONDS)
+        _relay_log(log, offset)
+        deliveries = [Delivery(path.read_bytes(), {}, WHERE) for path in self.answers]
+        for index, delivery in enumerate(deliveries):
+            if on_answer is not None:
+                on_answer(index, delivery)
+        return deliveries
+
+
+def _start_detached(folder: Path, index: int) -> int:
+    """Start job ``index`` of the run in ``folder`` in a process that outlives this one.
+
+    It runs in a session of its own, so neither Ctrl-C nor the end of this
+    process stops it.
     """
-    folder = blob_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    written = 0
-    for name, data in blobs.items():
-        path = folder / name
-        if path.exists():
-            continue
-        partial = path.with_name(f"{name}.{os.getpid()}.partial")
-        partial.write_bytes(data)
-        partial.replace(path)
-        written += len(data)
-    return written
-
-
-def run(
-    jobs: Sequence[bytes],
-    options: Options,
-    *,
-    on_answer: Callable[[int, Delivery], None] | None = None,
-) -> list[Delivery]:
-    """Run the jobs on warm worker processes, ``options.workers`` at a time.
-
-    Parameters
-    ----------
-    jobs : sequence of bytes
-        Encoded jobs; their blobs must be in :func:`blob_dir`.
-    options : Options
-        ``workers``: how many jobs run at once; ``scaledown_window``: how long
-        a process waits for a next job once it has answered.
-    on_answer : callable, optional
-        Called with each job's index and delivery as it is answered.
-
-    Returns
-    -------
-    list of Delivery
-        One per job, in order.
-
-    Raises
-    ------
-    WorkerError
-        If a process died without answering (e.g. killed for memory); the
-        others are stopped, as they are on an interrupt.
-    """
-    deliveries: dict[int, Delivery] = {}
-    running: dict[int, _Job] = {}
-    answered: queue.Queue[tuple[int, bool]] = queue.Queue()
-
-    def await_answer(index: int, worker: _Worker) -> None:
-        answered.put((index, worker.wait_done()))
-
-    with tempfile.TemporaryDirectory(prefix="pymc-modal-") as folder:
-        waiting = list(enumerate(jobs))
-        try:
-            while waiting or running:
-                while waiting and len(running) < options.workers:
-                    index, job = waiting.pop(0)
-                    running[index] = _Job(job, Path(folder, str(index)), _take_warm())
-                    threading.Thread(
-                        target=await_answer, args=(index, running[index].worker), daemon=True
-                    ).start()
-                index, ok = answered.get()
-                deliveries[index] = running[index].deliver(ok)
-                _keep_warm(running.pop(index).worker, options.scaledown_window)
-                if on_answer is not None:
-                    on_answer(index, deliveries[index])
-        except BaseException:
-            for job in running.values():
-                job.worker.stop()
-            raise
-    return [deliveries[index] for index in range(len(jobs))]
-
-
-def start_detached(job_path: Path, answer_path: Path, log_path: Path) -> int:
-    """Start a worker process that outlives this one; return its process id.
-
-    It reads its job from ``job_path``, writes its answer to ``answer_path``
-    and its output to ``log_path``, in a session of its own, so neither
-    Ctrl-C nor the end of this process stops it.
-    """
-    command = [
-        "detached",
-        str(compilation_cache_dir()),
-        str(job_path),
-        str(answer_path),
-        str(blob_dir()),
-    ]
-    with open(log_path, "wb") as log:
+    job, answer = folder / f"job-{index}", folder / f"answer-{index}"
+    with open(folder / f"log-{index}.txt", "wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "pymc_modal.backends.local", *command],
-            stdout=log,
+            _worker_command("detached", job, answer, blob_dir()),
+            stdout=output,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=_worker_environment(),
@@ -321,47 +331,66 @@ def start_detached(job_path: Path, answer_path: Path, log_path: Path) -> int:
     return process.pid
 
 
-def _answer(job_path: str, answer_path: str, blobs: str) -> None:
-    from pymc_modal import worker
+class LocalBackend:
+    """The worker in processes on this machine; see the module's docstring."""
 
-    answer = worker.run(Path(job_path).read_bytes(), blobs)
-    partial = Path(answer_path + ".partial")
-    partial.write_bytes(answer)
-    partial.rename(answer_path)
+    name = "local"
+
+    def where(self, options: Options) -> str:
+        """Where jobs run, in words: always this machine."""
+        return WHERE
+
+    def billed_gpu(self, options: Options) -> None:
+        """Nothing is billed on this machine."""
+        return None
+
+    def store_blobs(self, blobs: dict[str, bytes]) -> int:
+        """Write the blobs the store lacks; return how many bytes that took.
+
+        Parameters
+        ----------
+        blobs : dict of str to bytes
+            Blobs by name, as :func:`pymc_modal.payload.encode_job` collects them.
+        """
+        folder = blob_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        written = 0
+        for name, data in blobs.items():
+            path = folder / name
+            if not path.exists():
+                write_atomically(path, data)
+                written += len(data)
+        return written
+
+    def submit(
+        self, jobs: Sequence[bytes], options: Options, detached: Path | None = None
+    ) -> _Pool | _Detached:
+        """Queue the jobs for warm processes or, with ``detached``, start a process each.
+
+        Parameters
+        ----------
+        jobs : sequence of bytes
+            Encoded jobs; their blobs must be in :func:`blob_dir`.
+        options : Options
+            ``workers``: how many jobs run at once; ``scaledown_window``: how
+            long a process waits for a next job once it has answered.
+        detached : Path, optional
+            A run's folder, to hold each job, its answer and its log.
+        """
+        if detached is None:
+            return _Pool(jobs, options)
+        for index, job in enumerate(jobs):
+            (detached / f"job-{index}").write_bytes(job)
+        pids = [_start_detached(detached, index) for index in range(len(jobs))]
+        return _Detached({"pids": pids}, detached)
+
+    def reattach(self, record: dict[str, Any], folder: Path) -> _Detached:
+        """A detached run's processes, from its record."""
+        return _Detached(record, folder)
+
+    def close(self) -> None:
+        """End every warm worker process now, rather than after its idle window."""
+        _close_warm()
 
 
-def _read_jobs(jobs: queue.Queue) -> None:
-    """Queue each job line from stdin; end this process at the end of stdin.
-
-    Stdin ends when the client closes it or is gone, even while a job runs.
-    """
-    pending = b""
-    # The raw descriptor, not sys.stdin: a daemon thread blocked on a buffered
-    # stream holds its lock and makes interpreter shutdown abort.
-    while chunk := os.read(sys.stdin.fileno(), 4096):
-        *lines, pending = (pending + chunk).split(b"\n")
-        for line in lines:
-            jobs.put(line.decode().split("\t"))
-    os._exit(0)
-
-
-def serve(done_fd: int) -> None:
-    """Entry point of a warm worker process: answer each job sent until stdin ends."""
-    jobs: queue.Queue[list[str]] = queue.Queue()
-    threading.Thread(target=_read_jobs, args=(jobs,), daemon=True).start()
-    while True:
-        _answer(*jobs.get())
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.write(done_fd, b"\n")
-
-
-if __name__ == "__main__":
-    from pymc_modal import worker
-
-    mode, compilation_cache, *arguments = sys.argv[1:]
-    worker.use_compilation_cache(compilation_cache)
-    if mode == "serve":
-        serve(int(arguments[0]))
-    else:
-        _answer(*arguments)
+BACKEND = LocalBackend()

@@ -23,34 +23,25 @@ import atexit
 import contextlib
 import importlib.metadata
 import io
+import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import modal
 import modal.config
 import modal.exception
 
-from pymc_modal.backends import Delivery
+from pymc_modal.backends import Delivery, OnAnswer
 from pymc_modal.config import DEFAULT_TIMEOUT, Options
 from pymc_modal.errors import InvalidOptionError, MissingCredentialsError, PymcModalError
-from pymc_modal.payload import python_version
+from pymc_modal.payload import python_version, write_atomically
 from pymc_modal.pricing import DEFAULT_GPU
 
-__all__ = [
-    "app",
-    "check_credentials",
-    "close",
-    "credentials_configured",
-    "detached_answer",
-    "gpu_function",
-    "requirements",
-    "run",
-    "run_job",
-    "start_detached",
-    "store_blobs",
-    "where",
-]
+__all__ = ["BACKEND", "ModalBackend", "app", "gpu_function", "requirements", "run_job"]
+
+_log = logging.getLogger("pymc_modal")
 
 APP_NAME = "pymc-modal"
 DATA_VOLUME = "pymc-modal-data"
@@ -58,7 +49,8 @@ RESULTS_VOLUME = "pymc-modal-results"
 JAX_CACHE_VOLUME = "pymc-modal-jax-cache"
 PINNED = ("pymc", "pytensor", "numpy", "arviz", "numpyro", "blackjax", "cloudpickle")
 CUDA_EXTRA = "cuda12"
-# Arguments over 2 MiB travel through Modal's blob storage; both ends hold them in memory.
+# Arguments over 2 MiB (8 KiB for spawn) travel through Modal's blob storage; both ends
+# hold them in memory.
 MAX_PAYLOAD_BYTES = 2 * 1024**3
 
 
@@ -172,51 +164,6 @@ def _check_jobs(jobs: Sequence[bytes]) -> None:
         )
 
 
-def start_detached(jobs: Sequence[bytes], options: Options, run_id: str) -> list[str]:
-    """Spawn the jobs in an app that outlives this process; return their call ids.
-
-    Job ``i`` writes its answer to the results volume as ``"{run_id}-{i}"``.
-    """
-    _check_jobs(jobs)
-    run_app, function = _function_for(options)
-    with modal.enable_output(), run_app.run(detach=True):
-        calls = [function.spawn(job, f"{run_id}-{i}") for i, job in enumerate(jobs)]
-    return [call.object_id for call in calls]
-
-
-def detached_answer(run_id: str, index: int, call_id: str, wait: bool) -> bytes | None:
-    """Job ``index`` of a detached run's answer, from the results volume or else its call.
-
-    Returns None if it has not finished and ``wait`` is False.
-    """
-    try:
-        return b"".join(results_volume.read_file(f"{run_id}-{index}"))
-    except FileNotFoundError:
-        if not wait:
-            return None
-    return modal.FunctionCall.from_id(call_id).get()
-
-
-def store_blobs(blobs: dict[str, bytes]) -> int:
-    """Upload the blobs the data volume lacks; return how many bytes that took.
-
-    Parameters
-    ----------
-    blobs : dict of str to bytes
-        Blobs by name, as :func:`pymc_modal.payload.encode_job` collects them.
-    """
-    if not blobs:
-        return 0
-    check_credentials()
-    present = {entry.path.strip("/") for entry in data_volume.listdir("/")}
-    missing = {name: data for name, data in blobs.items() if name not in present}
-    if missing:
-        with data_volume.batch_upload() as batch:
-            for name, data in missing.items():
-                batch.put_file(io.BytesIO(data), f"/{name}")
-    return sum(map(len, missing.values()))
-
-
 @contextlib.contextmanager
 def _timeout_explained(options: Options) -> Iterator[None]:
     try:
@@ -262,7 +209,11 @@ def _started(options: Options) -> tuple[modal.Function, float]:
     """
     global _running
     # The default app serves every single GPU type; a fallback list has an app of its own.
-    wanted = "default" if isinstance(options.gpu, str) else options
+    wanted = (
+        "default"
+        if isinstance(options.gpu, str)
+        else (options.gpu, options.timeout, options.retries, options.scaledown_window)
+    )
     run_app, function = _function_for(options)
     if _running is not None and _running[0] == wanted:
         return (function if wanted == "default" else _running[1]), 0.0
@@ -275,70 +226,168 @@ def _started(options: Options) -> tuple[modal.Function, float]:
     return function, time.perf_counter() - start
 
 
-def run(
-    jobs: Sequence[bytes],
-    options: Options,
-    *,
-    on_answer: Callable[[int, Delivery], None] | None = None,
-) -> list[Delivery]:
-    """Run ``jobs`` on Modal GPUs, showing Modal's output.
+class _Waited:
+    """A waited call's jobs in the running app: one spawned, several fanned out with map.
 
-    The app is started by the first call and kept running for the next ones
-    (see :func:`close`). One job is spawned and awaited; several are fanned
-    out with ``Function.map``, one container (and GPU) each. On Ctrl-C or a
-    failure the app is stopped, which stops its containers.
-
-    Parameters
-    ----------
-    jobs : sequence of bytes
-        Encoded jobs.
-    options : Options
-        GPU, timeout, retries and scaledown window for this call.
-    on_answer : callable, optional
-        Called with each job's index and delivery as it is answered, in order.
-
-    Returns
-    -------
-    list of Delivery
-        One per job, in order. With several jobs, each carries the wall time
-        of the whole fan-out.
-
-    Raises
-    ------
-    MissingCredentialsError
-        If no Modal credentials are configured.
-    InvalidOptionError
-        If a job is larger than Modal can take as an argument.
+    On Ctrl-C or a failure the app is stopped, which stops its containers.
     """
-    _check_jobs(jobs)
-    try:
-        function, image_seconds = _started(options)
-        start = time.perf_counter()
-        seconds = {"image": image_seconds}
-        if len(jobs) == 1:
-            call = function.spawn(jobs[0])
-            seconds["transfer"] = time.perf_counter() - start
+
+    def __init__(self, jobs: Sequence[bytes], options: Options) -> None:
+        self.jobs, self.options, self.call = jobs, options, None
+        self.record: dict[str, Any] = {}
+        try:
+            self.function, image_seconds = _started(options)
+            self.seconds = {"image": image_seconds}
             start = time.perf_counter()
-            answers = [_wait(call, options)]
-        else:
-            with _timeout_explained(options):
-                answers = []
-                for answer in function.map(jobs):
-                    answers.append(answer)
-                    if on_answer is not None:
-                        elapsed = {**seconds, "wall": time.perf_counter() - start}
-                        on_answer(len(answers) - 1, Delivery(answer, elapsed, where(options)))
-        seconds["wall"] = time.perf_counter() - start
-    except BaseException:
+            if len(jobs) == 1:
+                self.call = self.function.spawn(jobs[0])
+                self.seconds["transfer"] = time.perf_counter() - start
+        except BaseException:
+            close()
+            raise
+
+    def running(self) -> bool:
+        return True
+
+    def wait(self, on_answer: OnAnswer = None, block: bool = True) -> list[Delivery]:
+        """Every job's delivery; with several jobs, each carries the whole fan-out's wall time."""
+        where = ModalBackend.where(self.options)
+        seconds = self.seconds
+        start = time.perf_counter()
+        try:
+            if self.call is not None:
+                answers = [_wait(self.call, self.options)]
+            else:
+                with _timeout_explained(self.options):
+                    answers = []
+                    for answer in self.function.map(self.jobs):
+                        answers.append(answer)
+                        if on_answer is not None:
+                            elapsed = {**seconds, "wall": time.perf_counter() - start}
+                            on_answer(len(answers) - 1, Delivery(answer, elapsed, where))
+            seconds["wall"] = time.perf_counter() - start
+        except BaseException:
+            close()
+            raise
+        deliveries = [Delivery(answer=a, seconds=seconds, where=where) for a in answers]
+        if on_answer is not None and self.call is not None:
+            on_answer(0, deliveries[0])
+        return deliveries
+
+
+class _Detached:
+    """A detached run's calls; each answer is also kept in the results volume.
+
+    Modal is not asked whether they run: an answer is looked for when waited on.
+    """
+
+    def __init__(self, record: dict[str, Any], folder: Path) -> None:
+        self.record, self.folder = record, folder
+
+    def running(self) -> bool:
+        return True
+
+    def wait(self, on_answer: OnAnswer = None, block: bool = True) -> list[Delivery] | None:
+        """Each answer, from the run's folder, else the results volume, else its call."""
+        if block:
+            _log.info("Waiting for run %s on Modal...", self.folder.name)
+        deliveries = []
+        for index, call_id in enumerate(self.record["calls"]):
+            path = self.folder / f"answer-{index}"
+            if not path.exists():
+                answer = _detached_answer(f"{self.folder.name}-{index}", call_id, block)
+                if answer is None:
+                    return None
+                write_atomically(path, answer)
+            deliveries.append(Delivery(path.read_bytes(), {}, "Modal"))
+            if on_answer is not None:
+                on_answer(index, deliveries[-1])
+        return deliveries
+
+
+def _detached_answer(answer_name: str, call_id: str, wait: bool) -> bytes | None:
+    """A detached job's answer, from the results volume or else its call.
+
+    Returns None if it has not finished and ``wait`` is False.
+    """
+    try:
+        return b"".join(results_volume.read_file(answer_name))
+    except FileNotFoundError:
+        if not wait:
+            return None
+    return modal.FunctionCall.from_id(call_id).get()
+
+
+class ModalBackend:
+    """Modal GPUs; see the module's docstring."""
+
+    name = "modal"
+
+    @staticmethod
+    def where(options: Options) -> str:
+        """Where jobs run with these options, in words, e.g. ``"Modal H100"``."""
+        gpu = options.gpu if isinstance(options.gpu, str) else " or ".join(options.gpu)
+        return f"Modal {gpu}"
+
+    @staticmethod
+    def billed_gpu(options: Options) -> str:
+        """The GPU a cost is estimated for: the first of a fallback list."""
+        return options.gpu if isinstance(options.gpu, str) else options.gpu[0]
+
+    credentials_configured = staticmethod(credentials_configured)
+    check_credentials = staticmethod(check_credentials)
+
+    def store_blobs(self, blobs: dict[str, bytes]) -> int:
+        """Upload the blobs the data volume lacks; return how many bytes that took.
+
+        Parameters
+        ----------
+        blobs : dict of str to bytes
+            Blobs by name, as :func:`pymc_modal.payload.encode_job` collects them.
+        """
+        if not blobs:
+            return 0
+        check_credentials()
+        present = {entry.path.strip("/") for entry in data_volume.listdir("/")}
+        missing = {name: data for name, data in blobs.items() if name not in present}
+        if missing:
+            with data_volume.batch_upload() as batch:
+                for name, data in missing.items():
+                    batch.put_file(io.BytesIO(data), f"/{name}")
+        return sum(map(len, missing.values()))
+
+    def submit(
+        self, jobs: Sequence[bytes], options: Options, detached: Path | None = None
+    ) -> _Waited | _Detached:
+        """Start ``jobs`` on Modal GPUs, showing Modal's output.
+
+        Waited jobs run in the app this process keeps running between calls
+        (see :meth:`close`). Detached jobs are spawned in an app that outlives
+        this process; job ``i`` also writes its answer to the results volume
+        as ``"{run_id}-{i}"``, ``run_id`` being the name of ``detached``.
+
+        Raises
+        ------
+        MissingCredentialsError
+            If no Modal credentials are configured.
+        InvalidOptionError
+            If a job is larger than Modal can take as an argument.
+        """
+        _check_jobs(jobs)
+        if detached is None:
+            return _Waited(jobs, options)
+        run_app, function = _function_for(options)
+        with modal.enable_output(), run_app.run(detach=True):
+            calls = [function.spawn(job, f"{detached.name}-{i}") for i, job in enumerate(jobs)]
+        return _Detached({"calls": [call.object_id for call in calls]}, detached)
+
+    def reattach(self, record: dict[str, Any], folder: Path) -> _Detached:
+        """A detached run's calls, from its record."""
+        return _Detached(record, folder)
+
+    def close(self) -> None:
+        """Stop the app this process keeps running, and with it its warm containers."""
         close()
-        raise
-    deliveries = [Delivery(answer=a, seconds=seconds, where=where(options)) for a in answers]
-    if on_answer is not None and len(jobs) == 1:
-        on_answer(0, deliveries[0])
-    return deliveries
 
 
-def where(options: Options) -> str:
-    """Where jobs run with these options, in words, e.g. ``"Modal H100"``."""
-    gpu = options.gpu if isinstance(options.gpu, str) else " or ".join(options.gpu)
-    return f"Modal {gpu}"
+BACKEND = ModalBackend()

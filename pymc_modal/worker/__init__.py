@@ -1,9 +1,14 @@
 """The worker: one job in, one result out, as bytes.
 
-It knows nothing of where it runs; a backend moves the bytes and calls
-:func:`run`. The same function runs in a local subprocess and on a Modal GPU.
-A worker kept warm for several jobs keeps its last model's compiled sampler,
-so that the same model sampled again (another seed, say) is not compiled again.
+Everything that runs in the worker's process is in this package: :func:`run`
+(the one entry a backend starts), the local serving loop (``python -m
+pymc_modal.worker``), the samplers (:mod:`.numpyro`, :mod:`.blackjax`) and
+the forward computations (:mod:`.forward`). It knows nothing of where it runs
+and imports nothing of the client's side, only the shared contract
+(:mod:`pymc_modal.job`, :mod:`pymc_modal.payload`). The same function runs in
+a local process and on a Modal GPU. A worker kept warm for several jobs keeps
+its last model's compiled sampler, so that the same model sampled again
+(another seed, say) is not compiled again.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import dataclasses
 import os
 import pickle
 import time
+import warnings
 
 from pymc_modal import payload
 
@@ -67,17 +73,25 @@ def _sample(job: payload.Job) -> dict:
     import pytensor
     from pytensor.link.jax.dispatch import jax_funcify
 
-    from pymc_modal import forward, nuts, samplers
+    from pymc_modal.job import ForwardSettings
+    from pymc_modal.worker import blackjax, forward, numpyro
 
     float_x = job.settings.float_x
     pytensor.config.floatX = float_x
     jax.config.update("jax_enable_x64", float_x == "float64")
+    if float_x == "float32":
+        # PyTensor accumulates a float32 sum in float64 (CAReduce._acc_dtype) and its JAX
+        # conversion casts to that accumulator; without 64-bit types JAX keeps float32 and
+        # warns at every such cast. The sums are float32 sums either way, as in pm.sample.
+        warnings.filterwarnings(
+            "ignore", message="Explicitly requested dtype float64 requested in astype"
+        )
     for op_class, conversion in job.jax_conversions:
         jax_funcify.register(op_class)(conversion)
-    if isinstance(job.settings, forward.ForwardSettings):
+    if isinstance(job.settings, ForwardSettings):
         return forward.run(job.model, job.settings)
     if job.settings.sampler != "numpyro":
-        return samplers.sample(job.model, job.settings)
+        return blackjax.sample(job.model, job.settings)
     # Seed and initial values do not change what is compiled; anything else may.
     unseeded = dataclasses.replace(job.settings, seed=0, initvals=None, jitter=True)
     key = (job.fingerprint, pickle.dumps(unseeded))
@@ -85,7 +99,7 @@ def _sample(job: payload.Job) -> dict:
         sampler = _warm[1]
     else:
         _warm = None
-        sampler = nuts.compile_sampler(job.model, job.settings)
-    result = nuts.sample(job.model, job.settings, sampler)
+        sampler = numpyro.compile_sampler(job.model, job.settings)
+    result = numpyro.sample(job.model, job.settings, sampler)
     _warm = (key, sampler)
     return result

@@ -20,9 +20,9 @@ from typing import Any
 import pymc as pm
 from pymc.model import modelcontext
 
-from pymc_modal import payload
+from pymc_modal import payload, pipeline
 from pymc_modal.backends import Delivery
-from pymc_modal.client import _Call, _format_seconds
+from pymc_modal.client import prepare
 from pymc_modal.errors import InvalidOptionError
 
 __all__ = ["map"]
@@ -30,16 +30,17 @@ __all__ = ["map"]
 _log = logging.getLogger("pymc_modal")
 
 
-def _prepare(items: Sequence[Any], model, sample_kwargs: dict[str, Any]) -> list[_Call]:
+def _prepare(items: Sequence[Any], model, sample_kwargs: dict[str, Any]) -> list[pipeline.Call]:
     """Check and encode each fit: a model, or a dataset set into ``model`` for its turn."""
     if all(isinstance(item, pm.Model) for item in items):
         if model is not None:
             raise InvalidOptionError(
                 "map() got models and model=; pass either models, or datasets and model=."
             )
-        calls = [_Call(model=item, **sample_kwargs) for item in items]
+        calls = [prepare(model=item, **sample_kwargs) for item in items]
         for call in calls:
-            call.encode()
+            pipeline.check(call)
+            pipeline.encode(call)
         return calls
     if not all(isinstance(item, Mapping) for item in items):
         raise InvalidOptionError(
@@ -59,8 +60,9 @@ def _prepare(items: Sequence[Any], model, sample_kwargs: dict[str, Any]) -> list
         for item in items:
             # Each dataset replaces the model's own data, not the last dataset's.
             pm.set_data({**original, **item}, model=model)
-            call = _Call(model=model, **sample_kwargs)
-            call.encode()  # while this fit's data is set
+            call = prepare(model=model, **sample_kwargs)
+            pipeline.check(call)
+            pipeline.encode(call)  # while this fit's data is set
             calls.append(call)
     finally:
         pm.set_data(original, model=model)
@@ -119,44 +121,37 @@ def map(  # noqa: A001 -- named for Modal's Function.map and the builtin it fans
     sample_kwargs.setdefault("progressbar", False)
     started = time.perf_counter()
     calls = _prepare(list(models_or_datasets), model, sample_kwargs)
-    results: list[Any] = [None if refit else call.stored() for call in calls]
-    to_run = [i for i, found in enumerate(results) if found is None]
+    results: list[Any] = [None if refit else pipeline.stored(call) for call in calls]
+    fits = [i for i, found in enumerate(results) if found is None]
+    to_run = [calls[i] for i in fits]
     if not to_run:
         return results
-    # Every job of every fit, with the fit it belongs to.
-    owners = [i for i in to_run for _ in calls[i].jobs]
-    jobs = [job for i in to_run for job in calls[i].jobs]
-    first = calls[to_run[0]]
-    options = first.options
-    if first.backend == "local":
-        options = dataclasses.replace(options, workers=min(len(jobs), os.cpu_count() or 1))
-    answered: dict[int, list[Delivery]] = {i: [] for i in to_run}
-    total = len(calls)
+    jobs = sum(len(call.jobs) for call in to_run)
+    # As many local processes at once as there are cores; Modal runs every job at once.
+    options = dataclasses.replace(to_run[0].options, workers=min(jobs, os.cpu_count() or 1))
 
-    def report(index: int, delivery: Delivery) -> None:
-        fit = owners[index]
-        answered[fit].append(delivery)
-        if len(answered[fit]) < len(calls[fit].jobs) or calls[fit].quiet:
+    def report(index: int, deliveries: list[Delivery]) -> None:
+        call = to_run[index]
+        if call.quiet:
             return
-        failed = [d for d in answered[fit] if payload.answer_status(d.answer) != "ok"]
-        state = "failed" if failed else "done"
-        elapsed = _format_seconds(time.perf_counter() - started)
+        failed = any(payload.answer_status(d.answer) != "ok" for d in deliveries)
         _log.info(
             "Fit %d/%d %s on %s (%s since the start).",
-            fit + 1,
-            total,
-            state,
-            delivery.where,
-            elapsed,
+            fits[index] + 1,
+            len(calls),
+            "failed" if failed else "done",
+            deliveries[0].where,
+            pipeline.format_seconds(time.perf_counter() - started),
         )
 
-    deliveries = first.runner.run(jobs, options, on_answer=report)
-    for i in to_run:
-        mine = [d for d, owner in zip(deliveries, owners, strict=True) if owner == i]
+    delivered = pipeline.submit_and_wait(to_run, options, on_answer=report)
+    for fit, call, deliveries in zip(fits, to_run, delivered, strict=True):
         try:
-            results[i] = calls[i].finish(mine)
+            results[fit] = pipeline.finish(call, deliveries)
         except Exception as exc:
             notes = "".join(getattr(exc, "__notes__", []))
-            _log.error("Fit %d/%d failed: %s: %s\n%s", i + 1, total, type(exc).__name__, exc, notes)
-            results[i] = exc
+            _log.error(
+                "Fit %d/%d failed: %s: %s\n%s", fit + 1, len(calls), type(exc).__name__, exc, notes
+            )
+            results[fit] = exc
     return results

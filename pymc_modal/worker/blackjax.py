@@ -1,6 +1,6 @@
 """BlackJAX samplers on the worker: NUTS with a low-rank mass matrix, and many-chain ChEES-HMC.
 
-The same contract as :func:`pymc_modal.nuts.sample`: PyMC's JAX log density
+The same contract as :func:`pymc_modal.worker.numpyro.sample`: PyMC's JAX log density
 and jittered initial points in, the kept variables and PyMC's sample-stat
 names out. Both run every chain vectorized on one device, as one compiled
 program, and reduce each draw to the variables the result keeps as it is
@@ -16,12 +16,13 @@ import jax
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from pymc_modal.nuts import NutsSettings, collect, jittered_initial_points, kept_variables
+from pymc_modal.job import SampleSettings, returned
+from pymc_modal.worker.chains import answer, initial_points
 
 __all__ = ["sample"]
 
 # ChEES adapts its step size from here and its trajectory length with Adam at this
-# rate: at 0.025 its trajectories stayed short on the flagship (BENCHMARKS.md).
+# rate (BENCHMARKS.md, "Samplers", says why not BlackJAX's example rate of 0.025).
 CHEES_INITIAL_STEP_SIZE = 0.1
 CHEES_LEARNING_RATE = 0.1
 
@@ -36,7 +37,7 @@ def _ticking(tick, adaptation_info_fn):
     return info
 
 
-def _progress_bar(settings: NutsSettings):
+def _progress_bar(settings: SampleSettings):
     """A tqdm bar over warm-up and draws, as NumPyro's (tqdm is its dependency); None if off.
 
     The compiled loop advances it through a host callback: JAX does not put
@@ -50,7 +51,7 @@ def _progress_bar(settings: NutsSettings):
     return tqdm(total=settings.tune + settings.draws, desc=f"{settings.sampler} warm-up + draws")
 
 
-def _low_rank_nuts(logp_fn, transform, settings: NutsSettings, tick):
+def _low_rank_nuts(logp_fn, transform, settings: SampleSettings, tick):
     """Chains side by side, each BlackJAX's low-rank window adaptation then NUTS draws.
 
     ``logp_fn`` and ``transform`` take a chain's position as one flat vector;
@@ -94,7 +95,7 @@ def _low_rank_nuts(logp_fn, transform, settings: NutsSettings, tick):
     return jax.vmap(chain)  # (chain, draw, ...) out
 
 
-def _chees(logp_fn, transform, settings: NutsSettings, tick):
+def _chees(logp_fn, transform, settings: SampleSettings, tick):
     """All chains as one ensemble: ChEES adaptation, then jittered dynamic HMC draws."""
     import blackjax
     import optax
@@ -107,11 +108,9 @@ def _chees(logp_fn, transform, settings: NutsSettings, tick):
             settings.chains,
             target_acceptance_rate=settings.target_accept,
             adaptation_info_fn=_ticking(tick, get_filter_adapt_info_fn()),
-            # A diagonal mass matrix from the ensemble, as NUTS adapts one: the flagship's
-            # posterior sds run from 0.02 to 1, and with BlackJAX's default (the identity)
-            # ChEES spent 17 gradients a draw there, against 5. Its trajectory-length floor
-            # is left off: it accumulates a dense covariance, parameters squared floats
-            # (7 GB at the CPU flagship size).
+            # A diagonal mass matrix from the ensemble, as NUTS adapts one, for posteriors
+            # whose scales differ (BlackJAX's default is the identity). The trajectory-length
+            # floor is left off: it accumulates a dense covariance, parameters squared floats.
             mass_matrix_estimation="diagonal",
             _length_floor=False,
         )
@@ -145,38 +144,32 @@ def _chees(logp_fn, transform, settings: NutsSettings, tick):
     return ensemble
 
 
-def sample(model, settings: NutsSettings) -> dict[str, Any]:
+def sample(model, settings: SampleSettings) -> dict[str, Any]:
     """Sample ``model`` with ``settings.sampler``: ``"blackjax"`` or ``"chees"``.
 
     Returns
     -------
     dict
-        As :func:`pymc_modal.nuts.sample`: ``posterior``, ``sample_stats``
-        (PyMC's names; ``n_steps`` counts gradient evaluations per draw),
-        ``log_likelihood``, ``attrs``, ``seconds`` (compile, sample,
-        postprocess) and ``device``.
+        As :func:`pymc_modal.worker.chains.answer` makes it, with PyMC's
+        sample-stat names; ``n_steps`` counts gradient evaluations per draw.
     """
-    from pymc.sampling.jax import get_jaxified_graph, get_jaxified_logp
+    from pymc.sampling.jax import get_jaxified_logp
 
     # PyMC's flag is named for NumPyro's potential: the default is the log density itself.
     logp_fn = get_jaxified_logp(model)
-    kept = kept_variables(model, settings)
-    observed = model.observed_RVs if settings.log_likelihood else []
-    transform = get_jaxified_graph(
-        inputs=model.value_vars, outputs=[*kept, *model.logp(observed, sum=False)]
-    )
-    initial_points = jittered_initial_points(model, settings, logp_fn)
+    graph = returned(model, settings)
+    points = initial_points(model, settings, logp_fn)
     if settings.chains == 1:
-        initial_points = [np.asarray(point)[None] for point in initial_points]
+        points = [np.asarray(point)[None] for point in points]
     # Each chain's position as one flat vector: BlackJAX's ChEES mishandles
     # position leaves of more than one dimension.
-    _, unravel = ravel_pytree([point[0] for point in initial_points])
-    positions = jax.vmap(lambda *point: ravel_pytree(list(point))[0])(*initial_points)
+    _, unravel = ravel_pytree([point[0] for point in points])
+    positions = jax.vmap(lambda *point: ravel_pytree(list(point))[0])(*points)
     build = _low_rank_nuts if settings.sampler == "blackjax" else _chees
     bar = _progress_bar(settings)
     run = build(
         lambda x: logp_fn(unravel(x)),
-        lambda x: transform(*unravel(x)),
+        lambda x: graph.fn(*unravel(x)),
         settings,
         (lambda: jax.debug.callback(bar.update)) if bar else (lambda: None),
     )
@@ -194,4 +187,4 @@ def sample(model, settings: NutsSettings) -> dict[str, Any]:
         bar.close()
 
     seconds = {"compile": compile_seconds, "sample": sample_seconds}
-    return collect(settings, kept, observed, values, stats, seconds)
+    return answer(settings, graph, values, stats, seconds)

@@ -8,51 +8,13 @@ worker's device; the client wraps what they return as PyMC would.
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["KINDS", "ForwardSettings", "run"]
+from pymc_modal._compat import trace_of
+from pymc_modal.job import ForwardSettings
 
-KINDS = ("posterior_predictive", "log_likelihood")
-
-
-@dataclasses.dataclass(frozen=True)
-class ForwardSettings:
-    """One forward computation over a posterior.
-
-    Attributes
-    ----------
-    kind : {"posterior_predictive", "log_likelihood"}
-    groups : dict of str to xarray.Dataset
-        The trace's ``posterior`` and, where it has them, ``constant_data``
-        and ``observed_data`` (PyMC compares them with the model's data).
-    var_names : list of str, optional
-    random_seed : optional
-        As ``pm.sample_posterior_predictive`` takes it.
-    float_x : str
-        The client's ``pytensor.config.floatX``.
-    """
-
-    kind: str
-    groups: dict[str, Any]
-    var_names: Sequence[str] | None
-    random_seed: Any
-    float_x: str
-
-
-def _trace(groups: dict[str, Any]):
-    """The groups as the container this PyMC takes: InferenceData (5) or DataTree (6)."""
-    from pymc_modal.result import PYMC_MAJOR
-
-    if PYMC_MAJOR >= 6:
-        import xarray
-
-        return xarray.DataTree.from_dict(groups)
-    import arviz
-
-    return arviz.InferenceData(**groups)
+__all__ = ["run"]
 
 
 def run(model, settings: ForwardSettings) -> dict[str, Any]:
@@ -68,7 +30,7 @@ def run(model, settings: ForwardSettings) -> dict[str, Any]:
     import jax
     import pymc as pm
 
-    trace = _trace(settings.groups)
+    trace = trace_of(settings.groups)
     start = time.perf_counter()
     compile_kwargs = {"mode": "JAX"}
     var_names = None if settings.var_names is None else list(settings.var_names)

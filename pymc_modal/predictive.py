@@ -9,9 +9,7 @@ own function on the worker's device, and return what PyMC returns.
 
 from __future__ import annotations
 
-import logging
 import math
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,27 +18,16 @@ import pytensor
 from pymc.backends.arviz import find_observations
 from pymc.model import modelcontext
 
-from pymc_modal import client, payload, result, runs
+from pymc_modal import pipeline, runs
+from pymc_modal._compat import add_group, extend, groups_of
 from pymc_modal.config import resolve
 from pymc_modal.errors import ResultTooLargeError
-from pymc_modal.forward import ForwardSettings
+from pymc_modal.job import ForwardSettings
 
 __all__ = ["compute_log_likelihood", "sample_posterior_predictive"]
 
-_log = logging.getLogger("pymc_modal")
 # The groups PyMC's functions read: the draws, and the data they were drawn with.
 _SHIPPED_GROUPS = ("posterior", "constant_data", "observed_data")
-
-
-def _groups(trace) -> dict[str, Any]:
-    """The trace's shipped groups as xarray Datasets, from InferenceData or DataTree."""
-    names = trace.children if result.PYMC_MAJOR >= 6 else trace.groups()
-    groups = {}
-    for name in _SHIPPED_GROUPS:
-        if name in names:
-            group = trace[name]
-            groups[name] = group.to_dataset() if result.PYMC_MAJOR >= 6 else group
-    return groups
 
 
 def _check_size(model, groups: dict[str, Any], var_names, max_result_bytes: int) -> None:
@@ -60,16 +47,13 @@ def _check_size(model, groups: dict[str, Any], var_names, max_result_bytes: int)
 
 
 def _run(kind: str, trace, model, var_names, random_seed, backend, gpu, quiet: bool):
-    """Ship one forward job and return the worker's values."""
-    started = time.perf_counter()
+    """Check one forward job, hand it to the pipeline, and return the trace and the values."""
     if isinstance(trace, str | runs.Run):
         trace = runs.fetch(trace if isinstance(trace, str) else trace.id)
     model = modelcontext(model)
     options = resolve(backend=backend, gpu=gpu)
-    groups = _groups(trace)
+    groups = groups_of(trace, _SHIPPED_GROUPS)
     _check_size(model, groups, var_names, options.max_result_bytes)
-    name = client._choose_backend(options.backend)
-    runner = client._backend(name)
     settings = ForwardSettings(
         kind=kind,
         groups=groups,
@@ -77,19 +61,7 @@ def _run(kind: str, trace, model, var_names, random_seed, backend, gpu, quiet: b
         random_seed=random_seed,
         float_x=pytensor.config.floatX,
     )
-    blobs: dict[str, bytes] = {}
-    job = payload.encode_job(model, settings, blobs, with_coords=True)
-    runner.store_blobs(blobs)
-    (delivery,) = runner.run([job], options)
-    answer = payload.decode_result(delivery.answer, delivery.where)
-    if not quiet:
-        _log.info(
-            "Computed the %s on %s in %s.",
-            kind.replace("_", " "),
-            delivery.where,
-            client._format_seconds(time.perf_counter() - started),
-        )
-    return trace, answer["values"]
+    return trace, pipeline.forward(pipeline.Call(model, settings, options, quiet))
 
 
 def sample_posterior_predictive(
@@ -148,10 +120,7 @@ def sample_posterior_predictive(
     predictive = pm.to_inference_data(posterior_predictive=values, **kwargs)
     if not extend_inferencedata:
         return predictive
-    if result.PYMC_MAJOR >= 6:
-        trace.update(predictive)
-    else:
-        trace.extend(predictive)
+    extend(trace, predictive)
     return trace
 
 
@@ -178,10 +147,8 @@ def compute_log_likelihood(
         the group's Dataset.
     model : pymc.Model, optional
         By default the one in the enclosing ``with`` block.
-    backend, gpu : optional
-        Where to compute, as for :func:`pymc_modal.sample`.
-    quiet : bool, default False
-        Say nothing.
+    backend, gpu, quiet : optional
+        As for :func:`sample_posterior_predictive`.
 
     Returns
     -------
@@ -191,8 +158,5 @@ def compute_log_likelihood(
     idata, dataset = _run("log_likelihood", idata, model, var_names, None, backend, gpu, quiet)
     if not extend_inferencedata:
         return dataset
-    if result.PYMC_MAJOR >= 6:
-        idata["log_likelihood"] = dataset
-    else:
-        idata.add_groups({"log_likelihood": dataset})
+    add_group(idata, "log_likelihood", dataset)
     return idata

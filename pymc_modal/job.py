@@ -1,0 +1,127 @@
+"""The job contract, imported by both sides: what a job asks for and what a run returns.
+
+The client builds these settings and checks the returned variables' graph
+before anything ships; the worker reads the same settings and runs the same
+graph. Nothing here knows where it runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = [
+    "EXTRA_FIELDS",
+    "ForwardSettings",
+    "Returned",
+    "SampleSettings",
+    "kept_variables",
+    "returned",
+]
+
+# The per-draw statistics PyMC asks NumPyro for.
+EXTRA_FIELDS = (
+    "num_steps",
+    "potential_energy",
+    "energy",
+    "adapt_state.step_size",
+    "accept_prob",
+    "diverging",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleSettings:
+    """Everything one sampling run needs besides the model.
+
+    The fields are the arguments of ``pymc.sampling.jax.sample_jax_nuts``;
+    ``seed`` is the integer seed PyMC would pass to it, ``log_likelihood``
+    whether to compute the pointwise log-likelihood, ``float_x`` the client's
+    ``pytensor.config.floatX``, ``sampler`` one of
+    :data:`pymc_modal.config.SAMPLERS` (``"numpyro"``:
+    :mod:`pymc_modal.worker.numpyro`; the others: :mod:`pymc_modal.worker.blackjax`).
+    """
+
+    draws: int
+    tune: int
+    chains: int
+    target_accept: float
+    seed: int
+    initvals: Any
+    var_names: Sequence[str] | None
+    progressbar: bool
+    log_likelihood: bool
+    float_x: str
+    jitter: bool = True
+    keep_untransformed: bool = False
+    chain_method: str = "parallel"
+    nuts_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    sampler: str = "numpyro"
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardSettings:
+    """One forward computation over a posterior.
+
+    Attributes
+    ----------
+    kind : {"posterior_predictive", "log_likelihood"}
+    groups : dict of str to xarray.Dataset
+        The trace's ``posterior`` and, where it has them, ``constant_data``
+        and ``observed_data`` (PyMC compares them with the model's data).
+    var_names : list of str, optional
+    random_seed : optional
+        As ``pm.sample_posterior_predictive`` takes it.
+    float_x : str
+        The client's ``pytensor.config.floatX``.
+    """
+
+    kind: str
+    groups: dict[str, Any]
+    var_names: Sequence[str] | None
+    random_seed: Any
+    float_x: str
+
+
+def kept_variables(model, settings: SampleSettings) -> list:
+    """The variables a run returns, in terms of the model's value variables, as PyMC picks them."""
+    from pymc.sampling.jax import get_default_varnames
+
+    kept = model.unobserved_value_vars
+    if settings.var_names is not None:
+        kept = [v for v in kept if v.name in settings.var_names]
+    return list(get_default_varnames(kept, include_transformed=settings.keep_untransformed))
+
+
+@dataclasses.dataclass(frozen=True)
+class Returned:
+    """What a run returns per draw, as one JAX function of the value variables.
+
+    Attributes
+    ----------
+    kept : list
+        The returned variables (:func:`kept_variables`).
+    observed : list
+        The observed variables whose pointwise log-likelihood is returned
+        (none unless ``settings.log_likelihood``).
+    fn : callable
+        ``fn(*values)`` gives the kept variables, then each observed
+        variable's pointwise log-likelihood, in that order.
+    """
+
+    kept: list
+    observed: list
+    fn: Callable
+
+
+def returned(model, settings: SampleSettings) -> Returned:
+    """The returned variables' graph, converted to JAX by PyMC."""
+    from pymc.sampling.jax import get_jaxified_graph
+
+    kept = kept_variables(model, settings)
+    observed = list(model.observed_RVs) if settings.log_likelihood else []
+    fn = get_jaxified_graph(
+        inputs=model.value_vars, outputs=[*kept, *model.logp(observed, sum=False)]
+    )
+    return Returned(kept, observed, fn)

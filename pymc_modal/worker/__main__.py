@@ -1,0 +1,56 @@
+"""A worker process on this machine: ``python -m pymc_modal.worker MODE JAX_CACHE ...``.
+
+``serve DONE_FD``: a warm worker. Each line on stdin names a job file, its
+answer file and the blob folder; once an answer is written a byte goes to
+the ``DONE_FD`` pipe. It exits at the end of stdin, which comes when the
+client closes it or is gone, even while a job runs.
+
+``detached JOB ANSWER BLOBS``: one job, then exit (a detached run's worker).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+from pathlib import Path
+
+from pymc_modal import worker
+from pymc_modal.payload import write_atomically
+
+
+def _answer(job_path: str, answer_path: str, blobs: str) -> None:
+    write_atomically(Path(answer_path), worker.run(Path(job_path).read_bytes(), blobs))
+
+
+def _read_jobs(jobs: queue.Queue) -> None:
+    """Queue each job line from stdin; end this process at the end of stdin."""
+    pending = b""
+    # The raw descriptor, not sys.stdin: a daemon thread blocked on a buffered
+    # stream holds its lock and makes interpreter shutdown abort.
+    while chunk := os.read(sys.stdin.fileno(), 4096):
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            jobs.put(line.decode().split("\t"))
+    os._exit(0)
+
+
+def serve(done_fd: int) -> None:
+    """Answer each job sent until stdin ends."""
+    jobs: queue.Queue[list[str]] = queue.Queue()
+    threading.Thread(target=_read_jobs, args=(jobs,), daemon=True).start()
+    while True:
+        _answer(*jobs.get())
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.write(done_fd, b"\n")
+
+
+if __name__ == "__main__":
+    mode, compilation_cache, *arguments = sys.argv[1:]
+    worker.use_compilation_cache(compilation_cache)
+    if mode == "serve":
+        serve(int(arguments[0]))
+    else:
+        _answer(*arguments)

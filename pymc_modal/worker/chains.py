@@ -1,0 +1,78 @@
+"""What every sampler on the worker shares: the chains' initial points and the run's answer."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from pymc_modal.job import Returned, SampleSettings
+
+__all__ = ["answer", "initial_points"]
+
+
+def initial_points(model, settings: SampleSettings, logp_fn) -> list:
+    """PyMC's jittered initial points for the chains, one array per value variable.
+
+    Batched over chains (but for one chain), checked finite with ``logp_fn``.
+    """
+    from pymc.sampling.jax import _get_batched_jittered_initial_points
+
+    return _get_batched_jittered_initial_points(
+        model=model,
+        chains=settings.chains,
+        initvals=settings.initvals,
+        random_seed=settings.seed,
+        jitter=settings.jitter,
+        logp_fn=logp_fn,
+    )
+
+
+def answer(
+    settings: SampleSettings, returned: Returned, values, sample_stats, seconds
+) -> dict[str, Any]:
+    """A run's answer from its device arrays, each shaped (chain, draw, ...).
+
+    Parameters
+    ----------
+    settings : SampleSettings
+    returned : Returned
+        The graph that made ``values``.
+    values : sequence of arrays
+        ``returned.fn``'s outputs for every draw: the kept variables, then
+        the observed variables' log-likelihood.
+    sample_stats : dict of str to array
+        The per-draw statistics, by PyMC's names.
+    seconds : dict of str to float
+        The compile and sample times.
+
+    Returns
+    -------
+    dict
+        ``posterior``, ``sample_stats`` and ``log_likelihood`` (or None): dicts
+        of numpy arrays; ``attrs``: PyMC's posterior attributes; ``seconds``:
+        compile, sample and postprocess times; ``device``: the JAX device.
+    """
+    start = time.perf_counter()
+    kept = returned.kept
+    values = [np.asarray(value) for value in values]
+    posterior = {v.name: value for v, value in zip(kept, values[: len(kept)], strict=True)}
+    log_likelihood = {
+        rv.name: value for rv, value in zip(returned.observed, values[len(kept) :], strict=True)
+    }
+    sample_stats = {name: np.asarray(value) for name, value in sample_stats.items()}
+    seconds = {**seconds, "postprocess": time.perf_counter() - start}
+    device = jax.devices()[0]
+    return {
+        "posterior": posterior,
+        "sample_stats": sample_stats,
+        "log_likelihood": log_likelihood if settings.log_likelihood else None,
+        "attrs": {
+            "sampling_time": seconds["compile"] + seconds["sample"],
+            "tuning_steps": settings.tune,
+        },
+        "seconds": seconds,
+        "device": f"{device.platform}: {device.device_kind}",
+    }
