@@ -13,6 +13,7 @@ from typing import Any
 
 __all__ = [
     "EXTRA_FIELDS",
+    "FLOAT64_TRUNCATION",
     "ForwardSettings",
     "Returned",
     "SampleSettings",
@@ -29,6 +30,13 @@ EXTRA_FIELDS = (
     "accept_prob",
     "diverging",
 )
+
+
+# PyTensor accumulates a float32 sum in float64 (CAReduce._acc_dtype) and its JAX
+# conversion casts to that accumulator; without 64-bit types JAX keeps float32 and warns
+# with this message at every such cast. The sums are float32 sums either way, as in
+# pm.sample, so both sides silence it where they convert a float32 graph.
+FLOAT64_TRUNCATION = "Explicitly requested dtype float64 requested in astype"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import math
 import re
+import warnings
 from collections.abc import Iterator
 
 import jax
@@ -24,7 +25,7 @@ from pymc_modal.errors import (
     ResultTooLargeError,
     UnknownVarNamesError,
 )
-from pymc_modal.job import EXTRA_FIELDS, SampleSettings, returned
+from pymc_modal.job import EXTRA_FIELDS, FLOAT64_TRUNCATION, SampleSettings, returned
 
 __all__ = ["Checked", "check", "result_bytes"]
 
@@ -130,7 +131,8 @@ def _jaxify(model, settings: SampleSettings) -> Checked:
     try:
         # Converting inside the abstract trace keeps the model's data out of any JAX
         # device: the client never starts one, so a local GPU is left whole to the worker.
-        with _numpy_constants():
+        with _numpy_constants(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=FLOAT64_TRUNCATION)
             closed, (_, outputs) = jax.make_jaxpr(trace, return_shape=True)(abstract)
     except Exception as exc:
         raise JaxConversionError(

@@ -73,19 +73,14 @@ def _sample(job: payload.Job) -> dict:
     import pytensor
     from pytensor.link.jax.dispatch import jax_funcify
 
-    from pymc_modal.job import ForwardSettings
+    from pymc_modal.job import FLOAT64_TRUNCATION, ForwardSettings
     from pymc_modal.worker import blackjax, forward, numpyro
 
     float_x = job.settings.float_x
     pytensor.config.floatX = float_x
     jax.config.update("jax_enable_x64", float_x == "float64")
     if float_x == "float32":
-        # PyTensor accumulates a float32 sum in float64 (CAReduce._acc_dtype) and its JAX
-        # conversion casts to that accumulator; without 64-bit types JAX keeps float32 and
-        # warns at every such cast. The sums are float32 sums either way, as in pm.sample.
-        warnings.filterwarnings(
-            "ignore", message="Explicitly requested dtype float64 requested in astype"
-        )
+        warnings.filterwarnings("ignore", message=FLOAT64_TRUNCATION)
     for op_class, conversion in job.jax_conversions:
         jax_funcify.register(op_class)(conversion)
     if isinstance(job.settings, ForwardSettings):
