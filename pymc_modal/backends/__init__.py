@@ -17,7 +17,16 @@ from typing import Any, Protocol
 
 from pymc_modal.config import Options
 
-__all__ = ["Backend", "Delivery", "OnAnswer", "Submission", "choose", "close_all", "get"]
+__all__ = [
+    "Backend",
+    "Delivery",
+    "Detached",
+    "OnAnswer",
+    "Submission",
+    "choose",
+    "close_all",
+    "get",
+]
 
 NAMES = ("local", "modal")
 
@@ -49,7 +58,18 @@ OnAnswer = Callable[[int, Delivery], None] | None
 
 
 class Submission(Protocol):
-    """Jobs a backend has started: a waited call's, or a detached run's.
+    """Jobs a backend has started."""
+
+    def wait(self, on_answer: OnAnswer = None, block: bool = True) -> list[Delivery] | None:
+        """Every job's delivery, in order, once all have answered.
+
+        ``on_answer`` is called with each job's index and delivery as it
+        answers. With ``block=False``, None if any job is still running.
+        """
+
+
+class Detached(Submission, Protocol):
+    """A detached run's jobs, which outlive this process.
 
     Attributes
     ----------
@@ -62,13 +82,6 @@ class Submission(Protocol):
 
     def running(self) -> bool:
         """Whether the jobs may still answer (False once a worker ended without answering)."""
-
-    def wait(self, on_answer: OnAnswer = None, block: bool = True) -> list[Delivery] | None:
-        """Every job's delivery, in order, once all have answered.
-
-        ``on_answer`` is called with each job's index and delivery as it
-        answers. With ``block=False``, None if any job is still running.
-        """
 
 
 class Backend(Protocol):
@@ -87,10 +100,10 @@ class Backend(Protocol):
 
     def submit(
         self, jobs: Sequence[bytes], options: Options, detached: Path | None = None
-    ) -> Submission:
+    ) -> Submission | Detached:
         """Start the jobs; with ``detached`` (a run's folder) they outlive this process."""
 
-    def reattach(self, record: dict[str, Any], folder: Path) -> Submission:
+    def reattach(self, record: dict[str, Any], folder: Path) -> Detached:
         """A detached run's jobs, from their record and folder."""
 
     def close(self) -> None:

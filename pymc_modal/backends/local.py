@@ -210,10 +210,6 @@ class _Pool:
 
     def __init__(self, jobs: Sequence[bytes], options: Options) -> None:
         self.jobs, self.options = jobs, options
-        self.record: dict[str, Any] = {}
-
-    def running(self) -> bool:
-        return True
 
     def wait(self, on_answer: OnAnswer = None, block: bool = True) -> list[Delivery]:
         """Run the jobs; raise :class:`WorkerError` if a process died without answering.

@@ -234,7 +234,6 @@ class _Waited:
 
     def __init__(self, jobs: Sequence[bytes], options: Options) -> None:
         self.jobs, self.options, self.call = jobs, options, None
-        self.record: dict[str, Any] = {}
         try:
             self.function, image_seconds = _started(options)
             self.seconds = {"image": image_seconds}
@@ -245,9 +244,6 @@ class _Waited:
         except BaseException:
             close()
             raise
-
-    def running(self) -> bool:
-        return True
 
     def wait(self, on_answer: OnAnswer = None, block: bool = True) -> list[Delivery]:
         """Every job's delivery; with several jobs, each carries the whole fan-out's wall time."""
