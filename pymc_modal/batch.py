@@ -32,16 +32,19 @@ _log = logging.getLogger("pymc_modal")
 
 def _prepare(items: Sequence[Any], model, sample_kwargs: dict[str, Any]) -> list[pipeline.Call]:
     """Check and encode each fit: a model, or a dataset set into ``model`` for its turn."""
+
+    def encoded(fit_model) -> pipeline.Call:
+        call = prepare(model=fit_model, **sample_kwargs)
+        pipeline.check(call)
+        pipeline.encode(call)
+        return call
+
     if all(isinstance(item, pm.Model) for item in items):
         if model is not None:
             raise InvalidOptionError(
                 "map() got models and model=; pass either models, or datasets and model=."
             )
-        calls = [prepare(model=item, **sample_kwargs) for item in items]
-        for call in calls:
-            pipeline.check(call)
-            pipeline.encode(call)
-        return calls
+        return [encoded(item) for item in items]
     if not all(isinstance(item, Mapping) for item in items):
         raise InvalidOptionError(
             "map() takes a list of pymc.Model, or a list of datasets (dicts of pm.Data "
@@ -60,10 +63,7 @@ def _prepare(items: Sequence[Any], model, sample_kwargs: dict[str, Any]) -> list
         for item in items:
             # Each dataset replaces the model's own data, not the last dataset's.
             pm.set_data({**original, **item}, model=model)
-            call = prepare(model=model, **sample_kwargs)
-            pipeline.check(call)
-            pipeline.encode(call)  # while this fit's data is set
-            calls.append(call)
+            calls.append(encoded(model))  # while this fit's data is set
     finally:
         pm.set_data(original, model=model)
     return calls

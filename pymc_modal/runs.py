@@ -41,7 +41,7 @@ class Run:
     def status(self) -> str:
         """``"running"``, ``"done"`` or ``"failed"``."""
         record = self.record
-        answers = [self.folder / f"answer-{i}" for i in range(record["workers"])]
+        answers = [store.answer_path(self.folder, i) for i in range(record["workers"])]
         if all(path.exists() for path in answers):
             statuses = [payload.answer_status(path.read_bytes()) for path in answers]
             return "done" if all(status == "ok" for status in statuses) else "failed"

@@ -40,6 +40,7 @@ from pymc_modal.job import SampleSettings
 __all__ = [
     "RESULT_FILE",
     "STORED_AT",
+    "answer_path",
     "key",
     "load",
     "new_run_folder",
@@ -81,6 +82,11 @@ def _canonical(value: Any) -> Any:
     return [str(array.dtype), array.shape, hashlib.sha256(array.tobytes()).hexdigest()]
 
 
+def answer_path(folder: Path, index: int) -> Path:
+    """Where worker ``index``'s answer is kept in a stored result's or a run's folder."""
+    return folder / f"answer-{index}"
+
+
 def key(fingerprint: str, shares: Sequence[SampleSettings], where: str) -> str:
     """The key of a call: its model's fingerprint, each worker's settings, versions, place.
 
@@ -104,7 +110,7 @@ def load(call_key: str) -> tuple[list[bytes], dict[str, Any]] | None:
     try:
         attrs = json.loads((folder / "attrs.json").read_text())
         workers = range(attrs["pymc_modal_workers"])
-        answers = [(folder / f"answer-{i}").read_bytes() for i in workers]
+        answers = [answer_path(folder, i).read_bytes() for i in workers]
     except FileNotFoundError:
         return None
     return answers, attrs
@@ -121,7 +127,7 @@ def save(call_key: str, answers: Sequence[bytes], attrs: dict[str, Any]) -> None
         with payload.written_atomically(folder) as partial:
             partial.mkdir()
             for i, answer in enumerate(answers):
-                (partial / f"answer-{i}").write_bytes(answer)
+                answer_path(partial, i).write_bytes(answer)
             (partial / "attrs.json").write_text(json.dumps({**attrs, STORED_AT: made}))
     except OSError:
         pass  # Another process stored the same call first; its answers are as good.

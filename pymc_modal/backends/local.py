@@ -32,6 +32,7 @@ from pymc_modal.backends import Delivery, OnAnswer
 from pymc_modal.config import Options, cache_dir
 from pymc_modal.errors import WorkerError
 from pymc_modal.payload import write_atomically
+from pymc_modal.store import answer_path
 
 __all__ = ["BACKEND", "LocalBackend", "blob_dir", "compilation_cache_dir"]
 
@@ -278,7 +279,7 @@ class _Detached:
 
     def __init__(self, record: dict[str, Any], folder: Path) -> None:
         self.record, self.folder = record, folder
-        self.answers = [folder / f"answer-{i}" for i in range(len(record["pids"]))]
+        self.answers = [answer_path(folder, i) for i in range(len(record["pids"]))]
 
     def running(self) -> bool:
         return not any(
@@ -314,7 +315,7 @@ def _start_detached(folder: Path, index: int) -> int:
     It runs in a session of its own, so neither Ctrl-C nor the end of this
     process stops it.
     """
-    job, answer = folder / f"job-{index}", folder / f"answer-{index}"
+    job, answer = folder / f"job-{index}", answer_path(folder, index)
     with open(folder / f"log-{index}.txt", "wb") as output:
         process = subprocess.Popen(
             _worker_command("detached", job, answer, blob_dir()),

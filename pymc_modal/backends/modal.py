@@ -38,6 +38,7 @@ from pymc_modal.config import DEFAULT_TIMEOUT, Options
 from pymc_modal.errors import InvalidOptionError, MissingCredentialsError, PymcModalError
 from pymc_modal.payload import python_version, write_atomically
 from pymc_modal.pricing import DEFAULT_GPU
+from pymc_modal.store import answer_path
 
 __all__ = ["BACKEND", "ModalBackend", "app", "gpu_function", "requirements", "run_job"]
 
@@ -289,7 +290,7 @@ class _Detached:
             _log.info("Waiting for run %s on Modal...", self.folder.name)
         deliveries = []
         for index, call_id in enumerate(self.record["calls"]):
-            path = self.folder / f"answer-{index}"
+            path = answer_path(self.folder, index)
             if not path.exists():
                 answer = _detached_answer(f"{self.folder.name}-{index}", call_id, block)
                 if answer is None:
