@@ -8,28 +8,41 @@
         idata = pymc_modal.sample(draws=1000, tune=1000, chains=4, var_names=["beta"])
 """
 
+import importlib
 import logging
 
-from pymc_modal import errors
-from pymc_modal.batch import map
-from pymc_modal.client import sample
-from pymc_modal.config import gpu, options
-from pymc_modal.predictive import compute_log_likelihood, sample_posterior_predictive
-from pymc_modal.runs import fetch
-from pymc_modal.session import session
+# The public calls, by the module that defines them. They are imported when first
+# used, so that a worker importing one of this package's modules does not pay for
+# the client's imports (a Modal container imports the backend's module to find its
+# function).
+_PUBLIC = {
+    "compute_log_likelihood": "pymc_modal.predictive",
+    "fetch": "pymc_modal.runs",
+    "gpu": "pymc_modal.config",
+    "map": "pymc_modal.batch",
+    "options": "pymc_modal.config",
+    "sample": "pymc_modal.client",
+    "sample_posterior_predictive": "pymc_modal.predictive",
+    "session": "pymc_modal.session",
+}
 
-__all__ = [
-    "compute_log_likelihood",
-    "errors",
-    "fetch",
-    "gpu",
-    "map",
-    "options",
-    "sample",
-    "sample_posterior_predictive",
-    "session",
-]
+__all__ = ["errors", *_PUBLIC]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name == "errors":
+        return importlib.import_module("pymc_modal.errors")
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'pymc_modal' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 _log = logging.getLogger("pymc_modal")
 if not logging.root.handlers:

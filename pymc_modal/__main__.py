@@ -1,4 +1,4 @@
-"""The command line: ``python -m pymc_modal runs`` and ``python -m pymc_modal fetch RUN_ID``."""
+"""The command line: ``runs``, ``fetch RUN_ID``, ``doctor`` and ``clean``."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import argparse
 import shutil
 import sys
 
-from pymc_modal import runs, store
-from pymc_modal.errors import PymcModalError
+from pymc_modal import backends, runs, store
+from pymc_modal.errors import MissingCredentialsError, PymcModalError
 
 
 def _once_fetched(record: dict, key: str, template: str) -> str:
@@ -33,6 +33,35 @@ def _list() -> None:
         )
 
 
+def _size(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB"
+
+
+def _clean(dry_run: bool) -> None:
+    """Prune every backend's caches, keeping what runs not yet fetched still need."""
+    keep, fetched = set(), set()
+    for folder in sorted(store.runs_dir().glob("*")):
+        record = store.read_record(folder)
+        if record is None:
+            continue
+        if (folder / store.RESULT_FILE).exists():
+            fetched.add(folder.name)
+        else:
+            keep.update(record["blobs"])
+    total = 0
+    for name in backends.NAMES:
+        try:
+            freed = backends.get(name).prune(keep, fetched, dry_run)
+        except MissingCredentialsError:
+            print(f"  {name}: skipped, no credentials")
+            continue
+        for where, size in freed.items():
+            print(f"  {where:<36} {_size(size):>12}")
+        total += sum(freed.values())
+    kept = f"; kept the data of {len(keep)} blob(s) that unfetched runs need" if keep else ""
+    print(f"{'Would free' if dry_run else 'Freed'} {_size(total)}{kept}.")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pymc_modal", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -40,10 +69,24 @@ def main(argv: list[str] | None = None) -> int:
     fetch = commands.add_parser("fetch", help="wait for a run and save its result as netCDF")
     fetch.add_argument("run_id")
     fetch.add_argument("-o", "--output", default="result.nc", help="default: result.nc")
+    doctor = commands.add_parser(
+        "doctor", help="check Modal: credentials, image, a tiny run on the GPU, its cost"
+    )
+    doctor.add_argument("--gpu", help="the GPU to try (default: as configured, else A100)")
+    clean = commands.add_parser(
+        "clean", help="delete cached data and compiled programs, here and on Modal"
+    )
+    clean.add_argument("--dry-run", action="store_true", help="only say what would be freed")
     args = parser.parse_args(argv)
     try:
         if args.command == "runs":
             _list()
+        elif args.command == "doctor":
+            from pymc_modal.doctor import doctor
+
+            print("\n".join(doctor(args.gpu)))
+        elif args.command == "clean":
+            _clean(args.dry_run)
         else:
             runs.fetch(args.run_id)
             shutil.copyfile(store.runs_dir() / args.run_id / store.RESULT_FILE, args.output)

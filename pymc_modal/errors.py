@@ -7,6 +7,7 @@ caller can catch exactly the failure it expects. All derive from
 
 __all__ = [
     "DiscreteVariablesError",
+    "GpuNotFoundError",
     "InvalidOptionError",
     "JaxConversionError",
     "MissingCredentialsError",
@@ -64,6 +65,10 @@ class VersionMismatchError(PymcModalError, RuntimeError):
 
 class WorkerError(PymcModalError, RuntimeError):
     """The worker failed with an exception that could not be re-raised as itself."""
+
+
+class GpuNotFoundError(PymcModalError, RuntimeError):
+    """A worker billed for a GPU found none: JAX would have sampled on its CPU."""
 
 
 class MissingCredentialsError(PymcModalError, RuntimeError):

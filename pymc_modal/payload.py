@@ -41,6 +41,8 @@ from pymc_modal.errors import PayloadError, VersionMismatchError, WorkerError
 __all__ = [
     "Job",
     "answer_status",
+    "blob_names",
+    "blob_path",
     "decode_job",
     "decode_result",
     "encode_failure",
@@ -215,15 +217,29 @@ class _BlobPickler(cloudpickle.Pickler):
         return name
 
 
+def blob_path(blob_dir: str | os.PathLike, name: str) -> Path:
+    """Where blob ``name`` is kept in a store: in a shard named by its first two characters.
+
+    Sharding keeps a store's folders small, so that a backend can look up the
+    blobs a job needs without listing every blob it holds.
+    """
+    return Path(blob_dir, name[:2], name)
+
+
+def blob_names(data: bytes) -> list[str]:
+    """The names of the blobs an encoded job refers to."""
+    header, _ = _unpack(data)
+    return header.get("blobs", [])
+
+
 class _BlobUnpickler(pickle.Unpickler):
     def __init__(self, file, blob_dir: str | os.PathLike) -> None:
         super().__init__(file)
         self.blob_dir = blob_dir
 
     def persistent_load(self, name: str) -> np.ndarray:
-        path = Path(self.blob_dir, name)
         try:
-            return np.load(path, allow_pickle=False)
+            return np.load(blob_path(self.blob_dir, name), allow_pickle=False)
         except FileNotFoundError:
             raise PayloadError(
                 f"The data blob {name} is not in {self.blob_dir}; it may have been deleted "

@@ -322,6 +322,8 @@ def detach(call: Call) -> str:
             "backend": call.backend.name,
             "workers": len(call.jobs),
             "options": dataclasses.asdict(call.options),
+            # What `python -m pymc_modal clean` must keep until the run is fetched.
+            "blobs": sorted({name for job in call.jobs for name in payload.blob_names(job)}),
             "attrs": {**call.attrs, **_seconds_attrs(call.seconds)},
             **submission.record,
         }

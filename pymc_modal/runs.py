@@ -10,7 +10,7 @@ from typing import Any
 
 from pymc_modal import backends, payload, pipeline, store
 from pymc_modal._compat import open_netcdf
-from pymc_modal.errors import RunNotFoundError
+from pymc_modal.errors import RunNotFoundError, WorkerError
 
 __all__ = ["Run", "fetch", "list_runs"]
 
@@ -41,12 +41,16 @@ class Run:
     def status(self) -> str:
         """``"running"``, ``"done"`` or ``"failed"``."""
         record = self.record
-        answers = [store.answer_path(self.folder, i) for i in range(record["workers"])]
-        if all(path.exists() for path in answers):
-            statuses = [payload.answer_status(path.read_bytes()) for path in answers]
-            return "done" if all(status == "ok" for status in statuses) else "failed"
-        running = backends.get(record["backend"]).reattach(record, self.folder).running()
-        return "running" if running else "failed"
+        try:
+            deliveries = (
+                backends.get(record["backend"]).reattach(record, self.folder).wait(block=False)
+            )
+        except WorkerError:
+            return "failed"
+        if deliveries is None:
+            return "running"
+        statuses = [payload.answer_status(delivery.answer) for delivery in deliveries]
+        return "done" if all(status == "ok" for status in statuses) else "failed"
 
     def result(self, wait: bool = True):
         """The run's result; see :func:`fetch`."""

@@ -107,3 +107,18 @@ def settings():
         log_likelihood=False,
         float_x="float64",
     )
+
+
+@pytest.fixture
+def modal_server(monkeypatch, tmp_path):
+    """Modal's servers, doubled (see ``modal_double``), with credentials that look real."""
+    from modal_double import Server
+
+    from pymc_modal.backends import modal as modal_backend
+
+    monkeypatch.setenv("MODAL_TOKEN_ID", "ak-double")
+    monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-double")
+    server = Server(tmp_path / "modal", monkeypatch)
+    yield server
+    modal_backend.close()
+    server.stop()

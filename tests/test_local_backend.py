@@ -201,7 +201,8 @@ def test_data_already_stored_is_not_stored_again(tmp_path):
         runs[1].constant_data["x"].values, make_data_model()["x"].get_value()
     )
     assert runs[1].observed_data["y"].size == 300_000
-    stored = list((tmp_path / "cache" / "pymc-modal" / "blobs").iterdir())
+    stored = list((tmp_path / "cache" / "pymc-modal" / "blobs").glob("*/*"))
+    assert len(stored) == 2 and all(path.name.startswith(path.parent.name) for path in stored)
     assert sum(path.stat().st_size for path in stored) == first["pymc_modal_data_bytes"]
     np.testing.assert_array_equal(
         runs[0].posterior["slope"].values, runs[1].posterior["slope"].values

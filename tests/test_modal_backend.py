@@ -1,22 +1,18 @@
-"""The Modal backend, with Modal mocked at its network boundary only.
+"""The Modal backend against Modal's own client code, with only its servers doubled.
 
-The App, Image and Function objects are Modal's own, built offline. Only
-``App.run``, ``Function.with_options`` (recorded, then passed to the real one),
-``Function.spawn``, ``Function.map``, ``FunctionCall.from_id`` and the
-volumes' ``listdir``, ``batch_upload``, ``read_file`` and ``commit`` are
-replaced; the fake calls run the real worker on the very bytes the client
-sent, with the volumes mounted as local folders.
+See ``modal_double``: apps run through Modal's real ``App.run``, jobs run in
+container processes that import this package from the image's mount, and
+volumes keep Modal's consistency model.
 """
 
-import contextlib
 import importlib.metadata
 import json
 import platform
 import subprocess
 import sys
-import types
 
 import modal
+import modal.app
 import modal.exception
 import numpy as np
 import pymc as pm
@@ -27,114 +23,14 @@ from pymc_modal import backends, payload, pricing
 from pymc_modal.backends import modal as modal_backend
 from pymc_modal.config import resolve
 from pymc_modal.errors import (
+    GpuNotFoundError,
     InvalidOptionError,
     MissingCredentialsError,
+    PayloadError,
     PymcModalError,
     VersionMismatchError,
+    WorkerError,
 )
-
-
-class FakeCall:
-    def __init__(self, answer=None, error=None):
-        self.answer, self.error, self.cancelled = answer, error, []
-        self.object_id = f"fc-{id(self)}"
-
-    def get(self, timeout=None):
-        if self.error is not None:
-            raise self.error
-        return self.answer
-
-    def cancel(self, terminate_containers=False):
-        self.cancelled.append(terminate_containers)
-
-
-class FakeModal:
-    """Records what reaches Modal's network boundary; runs the worker in process."""
-
-    def __init__(self, monkeypatch, mount):
-        self.runs, self.options, self.sent, self.calls, self.mapped = [], [], [], [], []
-        self.error, self.stopped, self.detached = None, [], []
-        real_with_options = modal.Function.with_options
-
-        @contextlib.contextmanager
-        def run(app, *args, detach=False, **kwargs):
-            self.runs.append(app)
-            self.detached.append(detach)
-            try:
-                yield app
-            except KeyboardInterrupt:
-                # As modal.runner does: it stops the app and does not re-raise.
-                pass
-            finally:
-                self.stopped.append(app)
-
-        def with_options(function, **kwargs):
-            self.options.append(kwargs)
-            return real_with_options(function, **kwargs)
-
-        def spawn(function, *args, **kwargs):
-            assert not kwargs
-            self.sent.append(args)
-            call = FakeCall(error=self.error)
-            if self.error is None:
-                call.answer = modal_backend.run_job(*args)
-            self.calls.append(call)
-            return call
-
-        def map(function, inputs, **kwargs):
-            assert not kwargs
-            self.mapped.append(list(inputs))
-            for job in self.mapped[-1]:
-                if self.error is not None:
-                    raise self.error
-                yield modal_backend.run_job(job)
-
-        @contextlib.contextmanager
-        def batch_upload(volume, *args, **kwargs):
-            yield types.SimpleNamespace(
-                put_file=lambda file, path: self.uploaded.append((path, file.read()))
-            )
-            for path, data in self.uploaded:
-                (self.mount / path.lstrip("/")).write_bytes(data)
-
-        def listdir(volume, path, *args, **kwargs):
-            return [types.SimpleNamespace(path=entry.name) for entry in self.mount.iterdir()]
-
-        def read_file(volume, path):
-            try:
-                return iter([(self.results / path.lstrip("/")).read_bytes()])
-            except FileNotFoundError:
-                raise FileNotFoundError(path) from None
-
-        def from_id(call_id):
-            (call,) = [call for call in self.calls if call.object_id == call_id]
-            return call
-
-        # The data and results volumes, as the containers see them mounted.
-        self.mount, self.uploaded = mount, []
-        self.results = mount.parent / "results"
-        self.results.mkdir()
-        monkeypatch.setattr(modal_backend, "BLOB_MOUNT", str(mount))
-        monkeypatch.setattr(modal_backend, "RESULTS_MOUNT", str(self.results))
-        monkeypatch.setattr(modal_backend, "JAX_CACHE_MOUNT", str(mount.parent / "jax-cache"))
-        monkeypatch.setattr(modal.Volume, "read_file", read_file)
-        monkeypatch.setattr(modal.Volume, "commit", lambda volume: None)
-        monkeypatch.setattr(modal.FunctionCall, "from_id", from_id)
-        monkeypatch.setattr(modal.Volume, "batch_upload", batch_upload)
-        monkeypatch.setattr(modal.Volume, "listdir", listdir)
-        monkeypatch.setattr(modal.App, "run", run)
-        monkeypatch.setattr(modal.Function, "map", map)
-        monkeypatch.setattr(modal.Function, "with_options", with_options)
-        monkeypatch.setattr(modal.Function, "spawn", spawn)
-
-
-@pytest.fixture
-def fake_modal(monkeypatch, tmp_path):
-    monkeypatch.setenv("MODAL_TOKEN_ID", "ak-fake")
-    monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-fake")
-    mount = tmp_path / "volume"
-    mount.mkdir()
-    return FakeModal(monkeypatch, mount)
 
 
 def _run(jobs, options):
@@ -148,19 +44,25 @@ def _tiny_model():
     return model
 
 
+DEFAULT_OPTIONS = {"gpu": "A100", "timeout": 7200, "retries": 0, "scaledown_window": 60}
+RESULTS = "pymc-modal-results"
 TINY = {"draws": 20, "tune": 20, "chains": 2, "random_seed": 3, "progressbar": False}
 
 
 @pytest.mark.slow
-def test_modal_run_returns_what_the_local_backend_returns(fake_modal, model):
+def test_modal_run_returns_what_the_local_backend_returns(modal_server, model):
     on_modal = pymc_modal.sample(model=model, backend="modal", **TINY)
     local = pymc_modal.sample(model=model, backend="local", **TINY)
 
-    assert [type(arg) for arg in fake_modal.sent[0]] == [bytes]
-    assert len(fake_modal.runs) == 1
-    assert fake_modal.options == [
-        {"gpu": "A100", "timeout": 7200, "retries": 0, "scaledown_window": 60}
-    ]
+    assert [type(arg) for arg in modal_server.spawned[0]] == [bytes]
+    (app,) = modal_server.started_apps
+    assert app["description"] == "pymc-modal" and not app["detached"]
+    assert modal_server.options == [DEFAULT_OPTIONS]
+    # The container imported the package from the image's mount, not from this client.
+    (container,) = modal_server.containers
+    status, started = container.started
+    assert status == "ready" and started["is_local"] is False
+    assert started["file"].startswith(str(container.folder))
     for name in local.posterior.data_vars:
         np.testing.assert_array_equal(on_modal.posterior[name].values, local.posterior[name].values)
     assert on_modal.attrs["pymc_modal_where"] == "Modal A100"
@@ -171,14 +73,14 @@ def test_modal_run_returns_what_the_local_backend_returns(fake_modal, model):
 
 
 @pytest.mark.slow
-def test_workers_fan_out_through_map_and_match_the_local_backend(fake_modal):
-    model = _tiny_model()
-    fanned = pymc_modal.sample(model=model, backend="modal", workers=2, **{**TINY, "chains": 3})
-    local = pymc_modal.sample(model=model, backend="local", workers=2, **{**TINY, "chains": 3})
+def test_workers_fan_out_through_map(modal_server):
+    fanned = pymc_modal.sample(
+        model=_tiny_model(), backend="modal", workers=2, **{**TINY, "chains": 3}
+    )
 
-    assert len(fake_modal.runs) == 1 and fake_modal.sent == []
-    assert [[type(job) for job in jobs] for jobs in fake_modal.mapped] == [[bytes, bytes]]
-    np.testing.assert_array_equal(fanned.posterior["x"].values, local.posterior["x"].values)
+    assert len(modal_server.started_apps) == 1 and modal_server.spawned == []
+    assert [[type(job) for job in jobs] for jobs in modal_server.mapped] == [[bytes, bytes]]
+    assert len(modal_server.containers) == 1  # the second job found the first's container warm
     assert list(fanned.posterior.chain.values) == [0, 1, 2]
     assert fanned.attrs["pymc_modal_workers"] == 2
     # Each container is billed for the whole fan-out: two GPUs for its wall time.
@@ -189,120 +91,220 @@ def test_workers_fan_out_through_map_and_match_the_local_backend(fake_modal):
 
 
 @pytest.mark.slow
-def test_data_is_uploaded_to_the_volume_once(fake_modal):
+def test_data_is_uploaded_once_and_a_warm_container_sees_new_data(modal_server):
     from conftest import make_data_model
 
-    first = pymc_modal.sample(model=make_data_model(), backend="modal", **TINY)
-    uploads = len(fake_modal.uploaded)
-    second = pymc_modal.sample(model=make_data_model(), backend="modal", refit=True, **TINY)
+    with pymc_modal.session():
+        first = pymc_modal.sample(model=make_data_model(), backend="modal", **TINY)
+        again = pymc_modal.sample(model=make_data_model(), backend="modal", refit=True, **TINY)
+        uploaded = list(modal_server.uploaded)
+        # New data, uploaded after the container started, which stays warm.
+        new = pymc_modal.sample(model=make_data_model(size=300_001), backend="modal", **TINY)
 
-    assert len(fake_modal.runs) == 1  # the second call found the app running
-    assert uploads == 2 and len(fake_modal.uploaded) == 2  # x and y, the first time only
+    assert len(modal_server.started_apps) == 1 and len(modal_server.containers) == 1
+    assert len(uploaded) == 2  # x and y, the first time only
     assert first.attrs["pymc_modal_uploaded_bytes"] == first.attrs["pymc_modal_data_bytes"]
-    assert second.attrs["pymc_modal_uploaded_bytes"] == 0
-    assert all(len(job) < 100_000 for (job,) in fake_modal.sent)
-    np.testing.assert_array_equal(first.posterior["slope"].values, second.posterior["slope"].values)
+    assert again.attrs["pymc_modal_uploaded_bytes"] == 0
+    assert all(len(job) < 100_000 for (job,) in modal_server.spawned)
+    np.testing.assert_array_equal(first.posterior["slope"].values, again.posterior["slope"].values)
+    assert new.posterior["slope"].mean() == pytest.approx(2.0, abs=0.1)
+    # Only the shards that hold a job's blobs are listed, never the whole volume.
+    stored = modal_server.volume("pymc-modal-data").glob("*/*")
+    assert set(modal_server.listed) == {f"/{path.parent.name}" for path in stored}
+
+
+def test_two_clients_storing_the_same_blob_both_succeed(modal_server, monkeypatch):
+    blobs = {"ab" + "0" * 62: b"data"}
+    real_listdir, others = modal.Volume.listdir, []
+
+    def listdir_then_another_client_stores(volume, path, **kwargs):
+        try:
+            listed = real_listdir(volume, path, **kwargs)
+        except modal.exception.NotFoundError:
+            listed = None
+        if not others:  # another client stores the blob between our listing and our upload
+            others.append("listing")
+            others.append(modal_backend.BACKEND.store_blobs(blobs))
+        if listed is None:
+            raise modal.exception.NotFoundError(path)
+        return listed
+
+    monkeypatch.setattr(modal.Volume, "listdir", listdir_then_another_client_stores)
+    assert modal_backend.BACKEND.store_blobs(blobs) == 4
+    assert others == ["listing", 4]
+    assert (
+        modal_server.volume("pymc-modal-data") / "ab" / ("ab" + "0" * 62)
+    ).read_bytes() == b"data"
+
+
+def test_a_failed_cache_commit_still_returns_the_answer(modal_server, caplog):
+    modal_server.failing_commits = {"pymc-modal-jax-cache"}
+    (delivery,) = _run([b"not a job"], resolve())
+    with pytest.raises(PayloadError):  # the job's own answer, not the commit's failure
+        payload.decode_result(delivery.answer, delivery.where)
+
+
+def test_no_gpu_in_the_container_is_refused_before_sampling(modal_server, settings):
+    modal_server.gpu = False
+    (delivery,) = _run([payload.encode_job(_tiny_model(), settings)], resolve())
+    with pytest.raises(GpuNotFoundError, match=r"JAX found only \[Cpu"):
+        payload.decode_result(delivery.answer, delivery.where)
 
 
 @pytest.mark.slow
-def test_detached_run_on_modal_is_fetched_from_the_results_volume(fake_modal):
-    run = pymc_modal.sample(model=_tiny_model(), backend="modal", wait=False, **TINY)
-    assert fake_modal.detached == [True]
-    assert [path.name for path in fake_modal.results.iterdir()] == [f"{run.id}-0"]
-    assert run.status() == "running"  # Modal is not asked until a fetch
+def test_detached_run_on_modal_is_fetched_from_the_results_volume(modal_server):
+    with pymc_modal.options(price_per_second=1.0):
+        run = pymc_modal.sample(model=_tiny_model(), backend="modal", wait=False, **TINY)
+    (app,) = modal_server.started_apps
+    assert app["detached"] and app["description"] == "pymc-modal-detached"
+    published = modal_server.volume(RESULTS)
+    assert [path.name for path in published.iterdir()] == [f"{run.id}-0"]
+    assert run.status() == "done"  # the answer was found and kept in the run's folder
+    assert list(published.iterdir()) == []  # and removed from the results volume
 
     fetched = pymc_modal.fetch(run.id)
     waited = pymc_modal.sample(model=_tiny_model(), backend="modal", **TINY)
     np.testing.assert_array_equal(fetched.posterior["x"].values, waited.posterior["x"].values)
     assert fetched.attrs["pymc_modal_where"] == "Modal A100"
-    assert fetched.attrs["pymc_modal_cost_usd"] > 0
+    # The cost uses the price the user set, over the worker's own seconds.
+    seconds = fetched.attrs["pymc_modal_gpu_seconds"]
+    assert seconds > 0 and fetched.attrs["pymc_modal_cost_usd"] == pytest.approx(seconds)
     assert run.record["cost_usd"] == fetched.attrs["pymc_modal_cost_usd"]
 
 
-def test_detached_answer_falls_back_to_the_call(fake_modal, tmp_path):
-    (tmp_path / "run").mkdir()
-    submitted = modal_backend.BACKEND.submit([b"job"], resolve(), detached=tmp_path / "run")
-    (fake_modal.results / "run-0").unlink()  # as if the volume had lost it
+def _detached(folder, jobs=(b"job",), options=None):
+    folder.mkdir()
+    return modal_backend.BACKEND.submit(list(jobs), options or resolve(), detached=folder)
+
+
+def test_a_detached_run_after_a_waited_one_in_the_same_session(modal_server, tmp_path):
+    with pymc_modal.session() as options:
+        _run([b"job"], options)
+        submitted = _detached(tmp_path / "run", options=options)
+        assert submitted.wait(block=False) is not None
+    assert [app["detached"] for app in modal_server.started_apps] == [False, True]
+
+
+def test_detached_answer_falls_back_to_the_call(modal_server, tmp_path):
+    submitted = _detached(tmp_path / "run")
+    (modal_server.volume(RESULTS) / "run-0").unlink()  # as if the volume had lost it
+    modal_server.calls[submitted.record["calls"][0]].outcome = ("ok", b"from the call")
+    again = modal_backend.BACKEND.reattach(submitted.record, tmp_path / "run")
+    (delivery,) = again.wait()
+    assert delivery.answer == b"from the call"
+    assert (tmp_path / "run" / "answer-0").read_bytes() == b"from the call"
+
+
+def test_a_pending_detached_run_is_running_until_it_answers(modal_server, tmp_path):
+    modal_server.hold = True
+    submitted = _detached(tmp_path / "run")
     again = modal_backend.BACKEND.reattach(submitted.record, tmp_path / "run")
     assert again.wait(block=False) is None
     (delivery,) = again.wait()
-    assert delivery.answer == fake_modal.calls[0].answer
-    assert (tmp_path / "run" / "answer-0").read_bytes() == delivery.answer
+    assert delivery.answer == (tmp_path / "run" / "answer-0").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [
+        (modal.exception.RemoteError("container exited"), "without an answer"),
+        (modal.exception.FunctionTimeoutError("timed out"), "timeout"),
+        (modal.exception.OutputExpiredError(), "7 days"),
+    ],
+)
+def test_a_detached_run_whose_container_died_is_failed_not_running(
+    modal_server, tmp_path, error, says
+):
+    modal_server.call_error = error
+    submitted = _detached(tmp_path / "run")
+    again = modal_backend.BACKEND.reattach(submitted.record, tmp_path / "run")
+    for block in (False, True):
+        with pytest.raises(WorkerError, match=says):
+            again.wait(block=block)
 
 
 @pytest.mark.slow
-def test_a_detached_runs_cost_uses_the_price_the_user_set(fake_modal):
-    with pymc_modal.options(price_per_second=1.0):
-        run = pymc_modal.sample(model=_tiny_model(), backend="modal", wait=False, **TINY)
-    fetched = pymc_modal.fetch(run.id)
-    seconds = fetched.attrs["pymc_modal_gpu_seconds"]
-    assert fetched.attrs["pymc_modal_cost_usd"] == pytest.approx(seconds)
+def test_a_dead_detached_run_shows_failed(modal_server):
+    modal_server.call_error = modal.exception.RemoteError("container exited")
+    run = pymc_modal.sample(model=_tiny_model(), backend="modal", wait=False, **TINY)
+    assert run.status() == "failed"
+    with pytest.raises(WorkerError, match=run.id):
+        pymc_modal.fetch(run.id)
 
 
-@pytest.mark.slow
-def test_gpu_keyword_reaches_the_call(fake_modal):
-    pymc_modal.sample(model=_tiny_model(), backend="modal", gpu="L4", **TINY)
-    assert fake_modal.options[-1]["gpu"] == "L4"
+def test_ctrl_c_while_starting_a_detached_run_reaches_the_caller(modal_server, tmp_path):
+    modal_server.interrupt_spawn = 1
+    with pytest.raises(KeyboardInterrupt):
+        _detached(tmp_path / "run", jobs=[b"a", b"b"])
+    (first,) = modal_server.calls.values()
+    assert first.cancelled == [True]
 
 
-def test_gpu_timeout_and_retries_from_the_context_manager(fake_modal):
+def test_gpu_timeout_and_retries_from_the_context_manager(modal_server):
     with pymc_modal.gpu("H100", timeout=600, retries=2) as options:
         (delivery,) = _run([b"job"], options)
-    assert fake_modal.options == [
+    assert modal_server.options == [
         {"gpu": "H100", "timeout": 600, "retries": 2, "scaledown_window": 60}
     ]
     assert delivery.where == "Modal H100"
-    assert fake_modal.sent == [(b"job",)]
+    assert modal_server.spawned == [(b"job",)]
 
 
-def test_gpu_from_the_environment(fake_modal, monkeypatch):
+def test_gpu_keyword_and_environment_reach_the_call(modal_server, monkeypatch):
+    modal_server.call_error = modal.exception.RemoteError("stop here")
+    with pytest.raises(modal.exception.RemoteError):
+        pymc_modal.sample(model=_tiny_model(), backend="modal", gpu="L4", **TINY)
+    assert modal_server.options[-1]["gpu"] == "L4"
     monkeypatch.setenv("PYMC_MODAL_GPU", "H200:2")
-    _run([b"job"], resolve())
-    assert fake_modal.options[-1]["gpu"] == "H200:2"
+    with pytest.raises(modal.exception.RemoteError):
+        _run([b"job"], resolve())
+    assert modal_server.options[-1]["gpu"] == "H200:2"
 
 
-def test_fallback_list_gets_its_own_app_around_the_same_function(fake_modal):
+def test_a_fallback_list_gets_one_app_of_its_own_however_often_it_is_used(modal_server):
     options = resolve(gpu=["H100", "A100-80GB"])
     fallback_app, function = modal_backend._function_for(options)
-    assert fallback_app is not modal_backend.app
-    assert fallback_app.name == modal_backend.APP_NAME
+    assert fallback_app is not modal_backend.app and fallback_app.name == modal_backend.APP_NAME
+    apps = len(modal.app._App._all_apps.get(modal_backend.APP_NAME, []))
+    for _ in range(3):
+        assert modal_backend._function_for(resolve(gpu=["H100", "A100-80GB"]))[0] is fallback_app
+    assert len(modal.app._App._all_apps.get(modal_backend.APP_NAME, [])) == apps
     (delivery,) = _run([b"job"], options)
-    assert fake_modal.runs[-1] is not modal_backend.app
     assert delivery.where == "Modal H100 or A100-80GB"
 
 
 @pytest.mark.slow
-def test_map_fans_the_fits_out_through_one_function_map(fake_modal):
+def test_map_fans_the_fits_out_through_one_function_map(modal_server):
     fits = pymc_modal.map([_tiny_model(), _tiny_model()], backend="modal", **TINY)
-    assert len(fake_modal.runs) == 1 and fake_modal.sent == []
-    assert [len(jobs) for jobs in fake_modal.mapped] == [2]
+    assert len(modal_server.started_apps) == 1 and modal_server.spawned == []
+    assert [len(jobs) for jobs in modal_server.mapped] == [2]
     assert [fit.attrs["pymc_modal_where"] for fit in fits] == ["Modal A100"] * 2
 
 
-def test_calls_share_one_running_app_until_the_session_ends(fake_modal):
+def test_calls_share_one_running_app_and_container_until_the_session_ends(modal_server):
     with pymc_modal.session(scaledown_window=300) as options:
         _run([b"job"], options)
         _run([b"job"], options)
-        assert len(fake_modal.runs) == 1 and fake_modal.stopped == []
-    assert fake_modal.stopped == [modal_backend.app]
-    assert [options["scaledown_window"] for options in fake_modal.options] == [300, 300]
+        (app,) = modal_server.started_apps
+        assert not app["stopped"] and len(modal_server.containers) == 1
+    assert app["stopped"]
+    assert [options["scaledown_window"] for options in modal_server.options] == [300, 300]
     _run([b"job"], resolve())
-    assert len(fake_modal.runs) == 2
+    assert len(modal_server.started_apps) == 2
 
 
-def test_another_fallback_list_stops_the_running_app_and_starts_its_own(fake_modal):
+def test_another_fallback_list_stops_the_running_app_and_starts_its_own(modal_server):
     _run([b"job"], resolve())
     _run([b"job"], resolve(gpu=["H100", "A100"]))
     _run([b"job"], resolve(gpu=["H100", "A100"]))
-    assert fake_modal.runs[0] is modal_backend.app and len(fake_modal.runs) == 2
-    assert fake_modal.stopped == [modal_backend.app]
+    assert [app["stopped"] for app in modal_server.started_apps] == [True, False]
 
 
 @pytest.mark.parametrize("spec", ["X100", "h100:0", "A100:9", "", "H100 please"])
-def test_invalid_gpu_never_reaches_modal(fake_modal, spec):
+def test_invalid_gpu_never_reaches_modal(modal_server, spec):
     with pytest.raises(InvalidOptionError, match="gpu="):
         pymc_modal.sample(model=_tiny_model(), backend="modal", gpu=spec)
-    assert fake_modal.runs == fake_modal.options == fake_modal.sent == []
+    assert modal_server.started_apps == modal_server.options == modal_server.spawned == []
 
 
 @pytest.mark.parametrize("spec", ["T4", "l4", "A10G", "L40S", "A100-80GB", "H100!", "B200+:8"])
@@ -321,7 +323,7 @@ def test_missing_credentials_say_how_to_set_them(monkeypatch):
     assert calls == []
 
 
-def test_remote_exception_keeps_its_traceback(fake_modal, model, settings):
+def test_remote_exception_keeps_its_traceback(modal_server, model, settings):
     job = payload.encode_job(model, settings)
     header, body = payload._unpack(job)
     header["manifest"]["pytensor"] = "0.0.1"
@@ -333,34 +335,78 @@ def test_remote_exception_keeps_its_traceback(fake_modal, model, settings):
     assert "decode_job" in notes
 
 
-def test_ctrl_c_cancels_the_remote_call(fake_modal):
-    fake_modal.error = KeyboardInterrupt()
+def test_ctrl_c_cancels_the_remote_call(modal_server):
+    modal_server.call_error = KeyboardInterrupt()
     with pytest.raises(KeyboardInterrupt):
         _run([b"job"], resolve())
-    assert fake_modal.calls[0].cancelled == [True]
-    assert fake_modal.stopped == [modal_backend.app]
+    (call,) = modal_server.calls.values()
+    assert call.cancelled == [True]
+    assert modal_server.started_apps[0]["stopped"]
 
 
-def test_ctrl_c_during_a_fan_out_stops_the_app_and_reaches_the_caller(fake_modal):
-    fake_modal.error = KeyboardInterrupt()
+def test_ctrl_c_during_a_fan_out_stops_the_app_and_reaches_the_caller(modal_server):
+    modal_server.call_error = KeyboardInterrupt()
     with pytest.raises(KeyboardInterrupt):
         _run([b"job", b"job"], resolve())
-    assert fake_modal.stopped == [modal_backend.app]
+    assert modal_server.started_apps[0]["stopped"]
 
 
-def test_timeout_says_how_to_raise_it(fake_modal):
-    fake_modal.error = modal.exception.FunctionTimeoutError("timed out")
+def test_timeout_says_how_to_raise_it(modal_server):
+    modal_server.call_error = modal.exception.FunctionTimeoutError("timed out")
     with pytest.raises(PymcModalError, match=r"timeout=SECONDS"):
         _run([b"job"], resolve(timeout=30))
     with pytest.raises(PymcModalError, match=r"timeout=SECONDS"):
         _run([b"job", b"job"], resolve(timeout=30))
 
 
-def test_oversized_payload_is_refused_before_starting(fake_modal, monkeypatch):
+def test_oversized_payload_is_refused_before_starting(modal_server, monkeypatch):
     monkeypatch.setattr(modal_backend, "MAX_PAYLOAD_BYTES", 10)
     with pytest.raises(InvalidOptionError, match="payload"):
         _run([b"short", b"more than ten bytes"], resolve())
-    assert fake_modal.runs == []
+    assert modal_server.started_apps == []
+
+
+def test_default_gpu_is_a100(modal_server):
+    _run([b"job"], resolve())
+    assert modal_server.options == [DEFAULT_OPTIONS]
+
+
+def test_the_image_is_built_inside_a_modal_container_too():
+    """A user's own Modal function that calls `sample` needs the real image."""
+    code = (
+        "from modal._runtime.task_lifecycle_manager import _TaskLifecycleManager\n"
+        "_TaskLifecycleManager._singleton = object()\n"
+        "import modal\n"
+        "assert not modal.is_local()\n"
+        "from modal._utils.async_utils import synchronizer\n"
+        "from modal_double import _mounts\n"
+        "from pymc_modal.backends import modal as backend\n"
+        "image = synchronizer._translate_in(backend.image)\n"
+        "print(sorted({e.module_name for m in _mounts(image, set()) for e in m.entries}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=__file__.rsplit("/", 1)[0],
+    )
+    assert out.stdout.strip() == "['pymc_modal']"
+
+
+def test_the_jax_cache_is_capped(tmp_path):
+    import jax
+
+    from pymc_modal import worker
+
+    before = jax.config.jax_compilation_cache_max_size
+    try:
+        worker.use_compilation_cache(
+            "/tmp/unused-cache", max_bytes=modal_backend.JAX_CACHE_MAX_BYTES
+        )
+        assert jax.config.jax_compilation_cache_max_size == modal_backend.JAX_CACHE_MAX_BYTES
+    finally:
+        jax.config.update("jax_compilation_cache_max_size", before)
 
 
 def test_cost_for_a_gpu_and_duration():
@@ -434,10 +480,3 @@ def test_image_requirements_resolve_for_modals_platform(tmp_path):
     names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
     assert {"pymc", "jax", "jaxlib", "numpyro"} <= names
     assert any(name.startswith("jax-cuda12-plugin") for name in names)
-
-
-def test_default_gpu_is_a100(fake_modal):
-    _run([b"job"], resolve())
-    assert fake_modal.options == [
-        {"gpu": "A100", "timeout": 7200, "retries": 0, "scaledown_window": 60}
-    ]

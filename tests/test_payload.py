@@ -181,7 +181,9 @@ def test_large_arrays_travel_as_blobs_named_by_their_content(tmp_path, settings)
     with pytest.raises(PayloadError, match="is not in"):
         payload.decode_job(job, tmp_path)
     for name, data in blobs.items():
-        (tmp_path / name).write_bytes(data)
+        path = payload.blob_path(tmp_path, name)
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)
     loaded = payload.decode_job(job, tmp_path).model
     np.testing.assert_array_equal(loaded["x"].get_value(), model["x"].get_value())
 

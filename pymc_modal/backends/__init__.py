@@ -65,6 +65,11 @@ class Submission(Protocol):
 
         ``on_answer`` is called with each job's index and delivery as it
         answers. With ``block=False``, None if any job is still running.
+
+        Raises
+        ------
+        WorkerError
+            If a job ended without an answer.
         """
 
 
@@ -79,9 +84,6 @@ class Detached(Submission, Protocol):
     """
 
     record: dict[str, Any]
-
-    def running(self) -> bool:
-        """Whether the jobs may still answer (False once a worker ended without answering)."""
 
 
 class Backend(Protocol):
@@ -108,6 +110,10 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release warm workers now rather than after their idle window."""
+
+    def prune(self, keep: set[str], fetched: set[str], dry_run: bool) -> dict[str, int]:
+        """Delete cached data blobs but ``keep``, compiled programs, and answers of runs
+        in ``fetched``; the bytes freed (or, with ``dry_run``, that would be) by store."""
 
 
 _opened: dict[str, Backend] = {}

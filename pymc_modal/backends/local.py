@@ -31,7 +31,7 @@ from typing import Any, TextIO
 from pymc_modal.backends import Delivery, OnAnswer
 from pymc_modal.config import Options, cache_dir
 from pymc_modal.errors import WorkerError
-from pymc_modal.payload import write_atomically
+from pymc_modal.payload import blob_path, write_atomically
 from pymc_modal.store import answer_path
 
 __all__ = ["BACKEND", "LocalBackend", "blob_dir", "compilation_cache_dir"]
@@ -281,32 +281,43 @@ class _Detached:
         self.record, self.folder = record, folder
         self.answers = [answer_path(folder, i) for i in range(len(record["pids"]))]
 
-    def running(self) -> bool:
+    def _running(self) -> bool:
         return not any(
             not path.exists() and not _alive(pid)
             for path, pid in zip(self.answers, self.record["pids"], strict=True)
         )
 
     def wait(self, on_answer: OnAnswer = None, block: bool = True) -> list[Delivery] | None:
-        """Wait for the answers, relaying the first worker's log to stderr."""
+        """Wait for the answers, relaying the first worker's log to stderr if ``block``."""
         log, offset = self.folder / "log-0.txt", 0
+        relay = _relay_log if block else lambda path, offset: offset
         while not all(path.exists() for path in self.answers):
-            if not self.running():
-                _relay_log(log, offset)
+            if not self._running():
+                relay(log, offset)
                 raise WorkerError(
                     f"A worker of run {self.folder.name} ended without an answer; its output "
                     f"is in {self.folder}/log-*.txt."
                 )
             if not block:
                 return None
-            offset = _relay_log(log, offset)
+            offset = relay(log, offset)
             time.sleep(POLL_SECONDS)
-        _relay_log(log, offset)
+        relay(log, offset)
         deliveries = [Delivery(path.read_bytes(), {}, WHERE) for path in self.answers]
         for index, delivery in enumerate(deliveries):
             if on_answer is not None:
                 on_answer(index, delivery)
         return deliveries
+
+
+def _prune(folder: Path, keep: set[str], dry_run: bool) -> int:
+    """Delete the files under ``folder`` not named in ``keep``; the bytes that frees."""
+    doomed = [path for path in folder.rglob("*") if path.is_file() and path.name not in keep]
+    freed = sum(path.stat().st_size for path in doomed)
+    if not dry_run:
+        for path in doomed:
+            path.unlink()
+    return freed
 
 
 def _start_detached(folder: Path, index: int) -> int:
@@ -349,15 +360,25 @@ class LocalBackend:
         blobs : dict of str to bytes
             Blobs by name, as :func:`pymc_modal.payload.encode_job` collects them.
         """
-        folder = blob_dir()
-        folder.mkdir(parents=True, exist_ok=True)
         written = 0
         for name, data in blobs.items():
-            path = folder / name
+            path = blob_path(blob_dir(), name)
             if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
                 write_atomically(path, data)
                 written += len(data)
         return written
+
+    def prune(self, keep: set[str], fetched: set[str], dry_run: bool) -> dict[str, int]:
+        """Delete the stored blobs not in ``keep`` and JAX's compiled programs.
+
+        Returns the bytes freed (or, with ``dry_run``, that would be) by store.
+        A detached run's answers are in its folder, which is left alone.
+        """
+        return {
+            "data blobs on this machine": _prune(blob_dir(), keep, dry_run),
+            "compiled programs on this machine": _prune(compilation_cache_dir(), set(), dry_run),
+        }
 
     def submit(
         self, jobs: Sequence[bytes], options: Options, detached: Path | None = None

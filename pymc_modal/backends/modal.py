@@ -8,35 +8,45 @@ Equal client versions give an equal image definition, so Modal's image cache
 is hit on every run after the first. The GPU, timeout and retries of a call
 are applied with ``Function.with_options``, not by one function per GPU. Three
 Volumes are mounted on every container: ``pymc-modal-data`` holds the data
-blobs by content hash, ``pymc-modal-results`` the answers of detached runs,
-``pymc-modal-jax-cache`` JAX's compiled programs, so that a model sampled
-again skips XLA compilation even in a new container.
+blobs by content hash, ``pymc-modal-results`` the answers of detached runs
+until they are fetched, ``pymc-modal-jax-cache`` JAX's compiled programs
+(capped in size), so that a model sampled again skips XLA compilation even in
+a new container.
 
-The app started by the first call keeps running for the calls after it, and
-each container stays warm for ``scaledown_window`` seconds after it answers,
-until :func:`close` or the end of this process.
+The app started by the first waited call keeps running for the calls after
+it, and each container stays warm for ``scaledown_window`` seconds after it
+answers, until :func:`close` or the end of this process. Detached runs start
+an app of their own, as a running app cannot be started again.
 """
 
 from __future__ import annotations
 
 import atexit
+import builtins
 import contextlib
+import functools
 import importlib.metadata
 import io
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import modal
 import modal.config
 import modal.exception
+from modal.volume import FileEntryType
 
+from pymc_modal import payload
 from pymc_modal.backends import Delivery, OnAnswer
 from pymc_modal.config import DEFAULT_TIMEOUT, Options
-from pymc_modal.errors import InvalidOptionError, MissingCredentialsError, PymcModalError
-from pymc_modal.payload import python_version, write_atomically
+from pymc_modal.errors import (
+    InvalidOptionError,
+    MissingCredentialsError,
+    PymcModalError,
+    WorkerError,
+)
 from pymc_modal.pricing import DEFAULT_GPU
 from pymc_modal.store import answer_path
 
@@ -45,35 +55,43 @@ __all__ = ["BACKEND", "ModalBackend", "app", "gpu_function", "requirements", "ru
 _log = logging.getLogger("pymc_modal")
 
 APP_NAME = "pymc-modal"
+DETACHED_APP_NAME = "pymc-modal-detached"
 DATA_VOLUME = "pymc-modal-data"
 RESULTS_VOLUME = "pymc-modal-results"
 JAX_CACHE_VOLUME = "pymc-modal-jax-cache"
+JAX_CACHE_MAX_BYTES = 4 * 1024**3
 PINNED = ("pymc", "pytensor", "numpy", "arviz", "numpyro", "blackjax", "cloudpickle")
 CUDA_EXTRA = "cuda12"
-# Arguments over 2 MiB (8 KiB for spawn) travel through Modal's blob storage; both ends
-# hold them in memory.
+# Modal sends an argument over 2 MiB (over 8 KiB for spawn) through its blob storage,
+# holding it in memory at both ends: a cap keeps a job off that path's limits.
 MAX_PAYLOAD_BYTES = 2 * 1024**3
 
 
-def requirements() -> list[str]:
-    """The image's pip requirements: this client's versions, exactly."""
+def requirements(cuda: bool = True) -> list[str]:
+    """The image's pip requirements: this client's versions, exactly.
+
+    With ``cuda=False``, JAX without its CUDA plugin (4 GB of NVIDIA's
+    libraries), for a CPU-only copy of the image.
+    """
     pins = [f"{name}=={importlib.metadata.version(name)}" for name in PINNED]
-    return [*pins, f"jax[{CUDA_EXTRA}]=={importlib.metadata.version('jax')}"]
+    extra = f"[{CUDA_EXTRA}]" if cuda else ""
+    return [*pins, f"jax{extra}=={importlib.metadata.version('jax')}"]
 
 
 def _image() -> modal.Image:
     return (
         # The image's Python must be the client's for its pickles to load.
-        modal.Image.debian_slim(python_version=python_version())
+        modal.Image.debian_slim(python_version=payload.python_version())
         .uv_pip_install(*requirements())
         .add_local_python_source("pymc_modal")
     )
 
 
-# Inside a Modal container this module is imported again to find the function;
-# the image is only built from the client, where the versions to pin are known.
-image = _image() if modal.is_local() else modal.Image.debian_slim()
+# Built wherever this module is imported: in one of its own containers the image goes
+# unused, but a user's own Modal function that calls `sample` needs the real one.
+image = _image()
 app = modal.App(APP_NAME, image=image, include_source=False)
+detached_app = modal.App(DETACHED_APP_NAME, image=image, include_source=False)
 
 
 # Data blobs, stored once by content hash; detached runs' answers, kept until
@@ -94,25 +112,36 @@ VOLUMES = {
 def run_job(job: bytes, answer_name: str | None = None) -> bytes:
     """Run one job in a Modal container; the worker does not know it is on Modal.
 
-    What JAX compiled is committed to the compilation cache's volume, for
-    the next container. A detached run's answer is also written to the
-    results volume as ``answer_name`` before it is returned, so it outlasts
-    the call.
+    A detached run's answer is written to the results volume as
+    ``answer_name`` before it is returned, so it outlasts the call. What JAX
+    compiled is then committed to the compilation cache's volume, for the
+    next container; if that fails, the answer is returned all the same.
     """
     from pymc_modal import worker
 
-    worker.use_compilation_cache(JAX_CACHE_MOUNT)
-    answer = worker.run(job, BLOB_MOUNT)
-    jax_cache_volume.commit()
+    # A warm container sees the data volume as it was when it started, without the
+    # blobs of calls made since.
+    data_volume.reload()
+    worker.use_compilation_cache(JAX_CACHE_MOUNT, JAX_CACHE_MAX_BYTES)
+    answer = worker.run(job, BLOB_MOUNT, require_gpu=True)
     if answer_name is not None:
         Path(RESULTS_MOUNT, answer_name).write_bytes(answer)
         results_volume.commit()
+    try:
+        jax_cache_volume.commit()
+    except Exception as exc:  # Containers committing the same programs at once can conflict.
+        _log.warning("JAX's compiled programs were not saved for the next container: %s", exc)
     return answer
 
 
-# Decorated here rather than with @, so that `run_job` stays the plain function
-# a container imports, whichever app (the default or a GPU fallback list) ran it.
-gpu_function = app.function(gpu=DEFAULT_GPU, timeout=DEFAULT_TIMEOUT, volumes=VOLUMES)(run_job)
+def _decorate(function_app: modal.App, gpu: str | list[str], **options: Any) -> modal.Function:
+    # Decorated by call rather than with @, so that `run_job` stays the plain function
+    # a container imports, whichever app ran it.
+    return function_app.function(gpu=gpu, volumes=VOLUMES, **options)(run_job)
+
+
+gpu_function = _decorate(app, DEFAULT_GPU, timeout=DEFAULT_TIMEOUT)
+detached_function = _decorate(detached_app, DEFAULT_GPU, timeout=DEFAULT_TIMEOUT)
 
 
 def credentials_configured() -> bool:
@@ -131,27 +160,39 @@ def check_credentials() -> None:
         )
 
 
-def _function_for(options: Options) -> tuple[modal.App, modal.Function]:
+def _function_for(options: Options, detached: bool = False) -> tuple[modal.App, modal.Function]:
     """The app to run and the function variant with this call's GPU, timeout and retries."""
     if isinstance(options.gpu, str):
-        variant = gpu_function.with_options(
+        base = detached_function if detached else gpu_function
+        variant = base.with_options(
             gpu=options.gpu,
             timeout=options.timeout,
             retries=options.retries,
             scaledown_window=options.scaledown_window,
         )
-        return app, variant
-    # Function.with_options takes one GPU type; a fallback list is a decorator option,
-    # so it gets an app of its own around the same function.
-    fallback_app = modal.App(APP_NAME, image=image, include_source=False)
-    fallback = fallback_app.function(
-        gpu=list(options.gpu),
-        timeout=options.timeout,
-        retries=options.retries,
-        scaledown_window=options.scaledown_window,
-        volumes=VOLUMES,
-    )(run_job)
-    return fallback_app, fallback
+        return (detached_app if detached else app), variant
+    return _fallback(
+        tuple(options.gpu), options.timeout, options.retries, options.scaledown_window, detached
+    )
+
+
+@functools.cache
+def _fallback(
+    gpus: tuple[str, ...], timeout: int, retries: int, scaledown_window: int, detached: bool
+) -> tuple[modal.App, modal.Function]:
+    # Function.with_options takes one GPU type; a fallback list is a decorator option, so it
+    # gets an app of its own around the same function, made once: Modal keeps every App.
+    fallback_app = modal.App(
+        DETACHED_APP_NAME if detached else APP_NAME, image=image, include_source=False
+    )
+    function = _decorate(
+        fallback_app,
+        list(gpus),
+        timeout=timeout,
+        retries=retries,
+        scaledown_window=scaledown_window,
+    )
+    return fallback_app, function
 
 
 def _check_jobs(jobs: Sequence[bytes]) -> None:
@@ -186,16 +227,15 @@ def _wait(call: modal.FunctionCall, options: Options) -> bytes:
         raise
 
 
-# The app this process keeps running between calls: what it was started for,
-# its function, and the stack that stops it.
-_running: tuple[object, modal.Function, contextlib.ExitStack] | None = None
+# The app this process keeps running between waited calls, and the stack that stops it.
+_running: tuple[modal.App, contextlib.ExitStack] | None = None
 
 
 def close() -> None:
     """Stop the app this process keeps running, if any, and with it its warm containers."""
     global _running
     if _running is not None:
-        stack = _running[2]
+        stack = _running[1]
         _running = None
         stack.close()
 
@@ -204,26 +244,20 @@ atexit.register(close)
 
 
 def _started(options: Options) -> tuple[modal.Function, float]:
-    """This call's function in a running app, started unless the last call's fits.
+    """This call's function in a running app, started unless the last call's is the same.
 
     Returns the function and the seconds spent starting the app.
     """
     global _running
-    # The default app serves every single GPU type; a fallback list has an app of its own.
-    wanted = (
-        "default"
-        if isinstance(options.gpu, str)
-        else (options.gpu, options.timeout, options.retries, options.scaledown_window)
-    )
     run_app, function = _function_for(options)
-    if _running is not None and _running[0] == wanted:
-        return (function if wanted == "default" else _running[1]), 0.0
+    if _running is not None and _running[0] is run_app:
+        return function, 0.0
     close()
     start = time.perf_counter()
     stack = contextlib.ExitStack()
     stack.enter_context(modal.enable_output())
     stack.enter_context(run_app.run())
-    _running = (wanted, function, stack)
+    _running = (run_app, stack)
     return function, time.perf_counter() - start
 
 
@@ -273,29 +307,36 @@ class _Waited:
 
 
 class _Detached:
-    """A detached run's calls; each answer is also kept in the results volume.
-
-    Modal is not asked whether they run: an answer is looked for when waited on.
-    """
+    """A detached run's calls; each answer is also kept in the results volume until fetched."""
 
     def __init__(self, record: dict[str, Any], folder: Path) -> None:
         self.record, self.folder = record, folder
 
-    def running(self) -> bool:
-        return True
-
     def wait(self, on_answer: OnAnswer = None, block: bool = True) -> list[Delivery] | None:
-        """Each answer, from the run's folder, else the results volume, else its call."""
+        """Each answer, from the run's folder, else the results volume, else its call.
+
+        An answer found remotely is kept in the run's folder and then removed
+        from the results volume.
+
+        Raises
+        ------
+        WorkerError
+            If a call ended without an answer (its container died, or it ran
+            out of time), or its answer expired.
+        """
         if block:
             _log.info("Waiting for run %s on Modal...", self.folder.name)
         deliveries = []
         for index, call_id in enumerate(self.record["calls"]):
             path = answer_path(self.folder, index)
             if not path.exists():
-                answer = _detached_answer(f"{self.folder.name}-{index}", call_id, block)
+                answer_name = f"{self.folder.name}-{index}"
+                answer = _detached_answer(answer_name, call_id, block)
                 if answer is None:
                     return None
-                write_atomically(path, answer)
+                payload.write_atomically(path, answer)
+                with contextlib.suppress(FileNotFoundError):
+                    results_volume.remove_file(answer_name)
             deliveries.append(Delivery(path.read_bytes(), {}, "Modal"))
             if on_answer is not None:
                 on_answer(index, deliveries[-1])
@@ -310,9 +351,41 @@ def _detached_answer(answer_name: str, call_id: str, wait: bool) -> bytes | None
     try:
         return b"".join(results_volume.read_file(answer_name))
     except FileNotFoundError:
-        if not wait:
-            return None
-    return modal.FunctionCall.from_id(call_id).get()
+        pass
+    try:
+        return modal.FunctionCall.from_id(call_id).get(timeout=None if wait else 0)
+    except builtins.TimeoutError:  # Modal's way of saying the call is still running.
+        return None
+    except modal.exception.OutputExpiredError as exc:
+        raise WorkerError(
+            f"The answer of {answer_name} has expired: Modal keeps a call's output for 7 days "
+            "and the results volume did not have it. Sample again."
+        ) from exc
+    except modal.exception.Error as exc:
+        raise WorkerError(
+            f"{answer_name} ended on Modal without an answer ({type(exc).__name__}: {exc}). "
+            "Its container may have run out of time (see pymc_modal.gpu(timeout=...)) or died; "
+            "its log is on Modal's dashboard under the app pymc-modal-detached. Sample again."
+        ) from exc
+
+
+def _prune(volume: modal.Volume, doomed: Callable[[str], bool], dry_run: bool) -> int:
+    """Delete the files of ``volume`` that ``doomed`` picks; the bytes that frees."""
+    freed = 0
+    for entry in volume.listdir("/", recursive=True):
+        if entry.type == FileEntryType.FILE and doomed(entry.path):
+            freed += entry.size
+            if not dry_run:
+                volume.remove_file(entry.path)
+    return freed
+
+
+def _by_shard(blobs: dict[str, bytes]) -> dict[str, list[str]]:
+    """The blobs' names by the data volume's folder that holds them."""
+    shards: dict[str, list[str]] = {}
+    for name in blobs:
+        shards.setdefault(f"/{payload.blob_path('', name).parent}", []).append(name)
+    return shards
 
 
 class ModalBackend:
@@ -345,13 +418,42 @@ class ModalBackend:
         if not blobs:
             return 0
         check_credentials()
-        present = {entry.path.strip("/") for entry in data_volume.listdir("/")}
-        missing = {name: data for name, data in blobs.items() if name not in present}
+        missing = {}
+        for shard, names in _by_shard(blobs).items():
+            try:
+                present = {Path(entry.path).name for entry in data_volume.listdir(shard)}
+            except (FileNotFoundError, modal.exception.NotFoundError):
+                present = set()
+            missing.update((name, blobs[name]) for name in names if name not in present)
         if missing:
-            with data_volume.batch_upload() as batch:
+            # Another client may store the same blob meanwhile; as it is named by its
+            # content, overwriting it is safe.
+            with data_volume.batch_upload(force=True) as batch:
                 for name, data in missing.items():
-                    batch.put_file(io.BytesIO(data), f"/{name}")
+                    batch.put_file(io.BytesIO(data), f"/{payload.blob_path('', name)}")
         return sum(map(len, missing.values()))
+
+    def prune(self, keep: set[str], fetched: set[str], dry_run: bool) -> dict[str, int]:
+        """Delete the data volume's blobs not in ``keep``, the compilation cache's programs
+        and the answers of runs in ``fetched`` that are still in the results volume.
+
+        Returns the bytes freed (or, with ``dry_run``, that would be) by volume.
+
+        Raises
+        ------
+        MissingCredentialsError
+            If no Modal credentials are configured.
+        """
+        check_credentials()
+
+        def fetched_answer(path: str) -> bool:
+            return path.rpartition("-")[0] in fetched
+
+        return {
+            DATA_VOLUME: _prune(data_volume, lambda path: Path(path).name not in keep, dry_run),
+            JAX_CACHE_VOLUME: _prune(jax_cache_volume, lambda path: True, dry_run),
+            RESULTS_VOLUME: _prune(results_volume, fetched_answer, dry_run),
+        }
 
     def submit(
         self, jobs: Sequence[bytes], options: Options, detached: Path | None = None
@@ -373,9 +475,16 @@ class ModalBackend:
         _check_jobs(jobs)
         if detached is None:
             return _Waited(jobs, options)
-        run_app, function = _function_for(options)
+        run_app, function = _function_for(options, detached=True)
+        calls = []
         with modal.enable_output(), run_app.run(detach=True):
-            calls = [function.spawn(job, f"{detached.name}-{i}") for i, job in enumerate(jobs)]
+            for index, job in enumerate(jobs):
+                calls.append(function.spawn(job, f"{detached.name}-{index}"))
+        if len(calls) < len(jobs):
+            # Modal's runner ends the app's block quietly on Ctrl-C; the caller must know.
+            for call in calls:
+                call.cancel(terminate_containers=True)
+            raise KeyboardInterrupt
         return _Detached({"calls": [call.object_id for call in calls]}, detached)
 
     def reattach(self, record: dict[str, Any], folder: Path) -> _Detached:

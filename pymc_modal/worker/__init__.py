@@ -20,6 +20,7 @@ import time
 import warnings
 
 from pymc_modal import payload
+from pymc_modal.errors import GpuNotFoundError
 
 __all__ = ["run", "use_compilation_cache"]
 
@@ -27,19 +28,23 @@ __all__ = ["run", "use_compilation_cache"]
 _warm: tuple[tuple[str, bytes], object] | None = None
 
 
-def use_compilation_cache(folder: str | os.PathLike) -> None:
+def use_compilation_cache(folder: str | os.PathLike, max_bytes: int = -1) -> None:
     """Keep JAX's compiled programs in ``folder``, to skip XLA compilation when one recurs.
 
     Every program is kept, however quick to compile: a model's sampling loop
-    on a CPU can compile in under JAX's default threshold of one second.
+    on a CPU can compile in under JAX's default threshold of one second. With
+    ``max_bytes`` set, JAX evicts the least recently used programs beyond it.
     """
     import jax
 
     jax.config.update("jax_compilation_cache_dir", os.fspath(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_compilation_cache_max_size", max_bytes)
 
 
-def run(job_bytes: bytes, blob_dir: str | os.PathLike | None = None) -> bytes:
+def run(
+    job_bytes: bytes, blob_dir: str | os.PathLike | None = None, require_gpu: bool = False
+) -> bytes:
     """Run one sampling job.
 
     Parameters
@@ -48,6 +53,10 @@ def run(job_bytes: bytes, blob_dir: str | os.PathLike | None = None) -> bytes:
         A job made by :func:`pymc_modal.payload.encode_job`.
     blob_dir : path, optional
         The folder holding the data blobs the job refers to, if any.
+    require_gpu : bool, default False
+        Refuse the job with :class:`GpuNotFoundError` unless JAX runs on a
+        GPU: set where a GPU is paid for, as JAX falls back to the CPU
+        without a word when its CUDA plugin does not load.
 
     Returns
     -------
@@ -57,6 +66,8 @@ def run(job_bytes: bytes, blob_dir: str | os.PathLike | None = None) -> bytes:
         :func:`pymc_modal.payload.encode_failure`.
     """
     try:
+        if require_gpu:
+            _check_gpu()
         start = time.perf_counter()
         job = payload.decode_job(job_bytes, blob_dir)
         load_seconds = time.perf_counter() - start
@@ -65,6 +76,19 @@ def run(job_bytes: bytes, blob_dir: str | os.PathLike | None = None) -> bytes:
         return payload.encode_result(result)
     except Exception as exc:
         return payload.encode_failure(exc)
+
+
+def _check_gpu() -> None:
+    import jax
+
+    if jax.default_backend() != "gpu":
+        raise GpuNotFoundError(
+            f"This worker was started on a GPU, but JAX found only {jax.devices()}, so it would "
+            "sample on the CPU while the GPU is billed; nothing was sampled. JAX's CUDA plugin "
+            "did not load: the container's log says why (look for 'Unable to initialize backend "
+            "cuda'). Check that the image's jax-cuda12-plugin matches its jax, with "
+            "`python -m pymc_modal doctor`."
+        )
 
 
 def _sample(job: payload.Job) -> dict:

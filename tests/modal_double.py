@@ -1,0 +1,354 @@
+"""A Modal double at the network boundary: Modal's own client code runs, its servers do not.
+
+- Apps: modal's real ``App.run`` / ``modal.runner._run_app`` runs; only its RPC
+  helpers (app creation and publishing, object creation, heartbeats,
+  disconnection, log streaming) and ``_Client.from_env`` are replaced. An
+  ephemeral app's disconnection stops its containers, as on Modal.
+- Calls: ``Function.spawn`` and ``Function.map`` send their arguments, pickled,
+  to a container process (``modal_container.py``) started for the function's
+  app and options, and kept warm for the next call until the app stops. The
+  container imports this package only from the files its image mounts, finds
+  the function through Modal's ``hydrate_function``, and has
+  ``modal.is_local()`` False. A spawn outside a running app fails, as it
+  does on Modal.
+- Volumes: each is a folder on the "server". A container sees a snapshot
+  taken at its start until ``reload()``; ``commit()`` publishes its writes.
+  On the client, ``listdir``, ``read_file``, ``remove_file`` and
+  ``batch_upload`` (which refuses an existing path unless ``force=True``)
+  act on the server's folder.
+
+Settings a test may change: ``gpu`` (False: JAX in a container reports its
+CPU, as when the CUDA plugin fails to load), ``failing_commits`` (volume
+names whose container commits raise), ``hold`` (spawned calls stay pending
+until waited on without a timeout), ``call_error`` (the next calls end with
+this Modal exception, as if their container died) and ``interrupt_spawn``
+(a Ctrl-C during that spawn, counting from 0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import pickle
+import shutil
+import socket
+import subprocess
+import sys
+import types
+from multiprocessing.connection import Connection
+from pathlib import Path, PurePosixPath
+
+import modal
+import modal.client
+import modal.exception
+import modal.runner
+from modal._utils.async_utils import synchronizer
+from modal.mount import _Mount
+from modal.running_app import RunningApp
+from modal.types import FileEntry, FileEntryType
+from modal_proto import api_pb2
+
+CONTAINER = Path(__file__).with_name("modal_container.py")
+PACKAGE = "pymc_modal"
+
+
+def _raw(handle):
+    return synchronizer._translate_in(handle)
+
+
+def _mounts(obj, seen: set[int]):
+    """Every local mount ``obj`` depends on, as Modal's resolver would load them."""
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, _Mount) and obj.is_local():  # not Modal's own, remote ones
+        yield obj
+    for dependency in obj._deps_():
+        yield from _mounts(dependency, seen)
+
+
+class Container:
+    """One container process for a function: started, kept warm, stopped."""
+
+    def __init__(self, server: Server, function, app_id: str) -> None:
+        number = next(server.numbers)
+        self.folder = server.root / "containers" / str(number)
+        spec = (function._base_function or function)._spec
+        files = self.folder / "fs"
+        for mount in _mounts(
+            types.SimpleNamespace(_deps_=lambda: [spec.image, *spec.mounts]), set()
+        ):
+            for entry in mount.entries:
+                for local, remote in entry.get_files_to_upload():
+                    target = files / PurePosixPath(remote).relative_to("/")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(local, target)
+        volumes = []
+        for mount_path, volume in spec.volumes.items():
+            name = _raw(volume)._name
+            view = self.folder / "volumes" / name
+            view.mkdir(parents=True)
+            volumes.append(
+                {
+                    "name": name,
+                    "mount": str(mount_path),
+                    "server": str(server.volume(name)),
+                    "view": str(view),
+                }
+            )
+        self.volumes = {volume["name"]: Path(volume["view"]) for volume in volumes}
+        config = {
+            "root": str(files / "root"),
+            "package": PACKAGE,
+            "module": function._raw_f.__module__,
+            "function": function._raw_f.__qualname__,
+            "app_name": function._app._name,
+            "app_id": app_id,
+            "volumes": volumes,
+            "gpu": server.gpu,
+            "failing_commits": sorted(server.failing_commits),
+        }
+        ours, theirs = socket.socketpair()
+        self.process = subprocess.Popen(
+            [sys.executable, str(CONTAINER), json.dumps(config), str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+        )
+        theirs.close()
+        self.connection = Connection(ours.detach())
+        self.started = pickle.loads(self.connection.recv_bytes())
+
+    def call(self, args: tuple) -> tuple:
+        """The container's outcome for one input: ``("ok", value)`` or ``("error", exc)``."""
+        if self.started[0] == "error":
+            _, text, trace = self.started
+            return "error", modal.exception.ExecutionError(f"The container failed: {text}\n{trace}")
+        self.connection.send_bytes(pickle.dumps(args))
+        reply = pickle.loads(self.connection.recv_bytes())
+        if reply[0] == "error" and isinstance(reply[1], str):
+            return "error", modal.exception.RemoteError(f"{reply[1]}\n{reply[2]}")
+        return reply[:2]
+
+    def stop(self) -> None:
+        self.connection.close()
+        self.process.wait(timeout=60)
+
+
+class Call:
+    """A spawned call, as ``modal.FunctionCall`` offers it."""
+
+    def __init__(self, server: Server, run) -> None:
+        self.object_id = f"fc-double-{next(server.numbers)}"
+        self.server, self.run, self.outcome, self.cancelled = server, run, None, []
+        if not server.hold:
+            self.outcome = run()
+
+    def get(self, timeout: float | None = None):
+        if self.outcome is None:
+            if timeout is not None:
+                raise TimeoutError()
+            self.outcome = self.run()
+        kind, value = self.outcome
+        if kind == "error":
+            raise value
+        return value
+
+    def cancel(self, terminate_containers: bool = False) -> None:
+        self.cancelled.append(terminate_containers)
+
+
+class Server:
+    """Modal's servers, for one test: apps, containers, calls and volumes."""
+
+    def __init__(self, root: Path, monkeypatch) -> None:
+        self.root, self.numbers = root, itertools.count()
+        self.apps: dict[str, dict] = {}
+        self.pools: dict[tuple, list[Container]] = {}
+        self.containers: list[Container] = []
+        self.calls: dict[str, Call] = {}
+        self.spawned: list[tuple] = []
+        self.mapped: list[list] = []
+        self.options: list[dict] = []
+        self.listed: list[str] = []
+        self.uploaded: list[str] = []
+        self.gpu, self.failing_commits, self.hold = True, set(), False
+        self.call_error: Exception | None = None
+        self.interrupt_spawn: int | None = None
+        self._patch(monkeypatch)
+
+    # The server's record of what happened, for assertions.
+    @property
+    def started_apps(self) -> list[dict]:
+        return list(self.apps.values())
+
+    def volume(self, name: str) -> Path:
+        """The server's folder for a volume: what a commit has published."""
+        folder = self.root / "volumes" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def stop(self) -> None:
+        for container in self.containers:
+            container.stop()
+
+    def _container(self, function) -> Container:
+        app = function._app
+        if app._running_app is None:
+            raise modal.exception.ExecutionError(
+                f"Function {function._tag!r} was called outside a running app (the double's check)"
+            )
+        app_id = app._running_app.app_id
+        key = (app_id, id(function._base_function or function), repr(function._options))
+        pool = self.pools.setdefault(key, [])
+        if not pool:
+            container = Container(self, function, app_id)
+            self.containers.append(container)
+            self.apps[app_id]["containers"].append(container)
+            pool.append(container)
+        return pool[0]
+
+    def _outcome(self, function, args: tuple):
+        if self.call_error is not None:
+            error = self.call_error
+            return lambda: ("error", error)
+        container = self._container(function)
+        return lambda: container.call(args)
+
+    def _patch(self, monkeypatch) -> None:
+        server = self
+
+        class OfflineClient(modal.client._Client):
+            """A client that never connects: any RPC nobody doubled fails at once."""
+
+        client = OfflineClient("https://modal.invalid", api_pb2.CLIENT_TYPE_CLIENT, None)
+
+        async def from_env(cls, _override_config=None):
+            return client
+
+        async def init_local_app_new(client, description, tags, app_state, **kwargs):
+            app_id = f"ap-double-{next(server.numbers)}"
+            detached = app_state == api_pb2.APP_STATE_DETACHED
+            server.apps[app_id] = {
+                "description": description,
+                "detached": detached,
+                "stopped": False,
+                "containers": [],
+            }
+            return RunningApp(app_id, app_page_url=f"https://modal.invalid/{app_id}")
+
+        async def nothing(*args, **kwargs):
+            return None
+
+        async def publish_app(*args, **kwargs):
+            return "https://modal.invalid/app", [], 0.0
+
+        async def disconnect(client, app_id, reason, exc_str=""):
+            app = server.apps[app_id]
+            if not app["detached"]:
+                app["stopped"] = True
+                for container in app["containers"]:
+                    container.stop()
+                    for pool in server.pools.values():
+                        if container in pool:
+                            pool.remove(container)
+
+        real_with_options = modal.Function.with_options
+
+        def with_options(function, **kwargs):
+            server.options.append(kwargs)
+            return real_with_options(function, **kwargs)
+
+        def spawn(function, *args, **kwargs):
+            assert not kwargs
+            if server.interrupt_spawn == len(server.spawned):
+                server.spawned.append(args)
+                raise KeyboardInterrupt
+            server.spawned.append(args)
+            call = Call(server, server._outcome(_raw(function), args))
+            server.calls[call.object_id] = call
+            return call
+
+        def map_(function, inputs, **kwargs):
+            assert not kwargs
+            jobs = list(inputs)
+            server.mapped.append(jobs)
+            for job in jobs:
+                kind, value = server._outcome(_raw(function), (job,))()
+                if kind == "error":
+                    raise value
+                yield value
+
+        def from_id(call_id, client=None):
+            return server.calls[call_id]
+
+        monkeypatch.setattr(modal.client._Client, "from_env", classmethod(from_env))
+        monkeypatch.setattr(modal.runner, "_init_local_app_new", init_local_app_new)
+        monkeypatch.setattr(modal.runner, "_create_all_objects", nothing)
+        monkeypatch.setattr(modal.runner, "_publish_app", publish_app)
+        monkeypatch.setattr(modal.runner, "_heartbeat", nothing)
+        monkeypatch.setattr(modal.runner, "_disconnect", disconnect)
+        monkeypatch.setattr(modal.runner, "get_app_logs_loop", nothing)
+        monkeypatch.setattr(modal.Function, "with_options", with_options)
+        monkeypatch.setattr(modal.Function, "spawn", spawn)
+        monkeypatch.setattr(modal.Function, "map", map_)
+        monkeypatch.setattr(modal.FunctionCall, "from_id", from_id)
+        self._patch_volumes(monkeypatch)
+
+    def _patch_volumes(self, monkeypatch) -> None:
+        server = self
+
+        def folder(volume) -> Path:
+            return server.volume(_raw(volume)._name)
+
+        def path_in(volume, path: str) -> Path:
+            return folder(volume) / path.strip("/")
+
+        def listdir(volume, path, recursive=False):
+            server.listed.append(path)
+            target = path_in(volume, path)
+            if not target.exists():
+                raise modal.exception.NotFoundError(f"No such file or directory: {path}")
+            entries = target.rglob("*") if recursive else target.iterdir()
+            return [
+                FileEntry(
+                    path=str(entry.relative_to(folder(volume))),
+                    type=FileEntryType.DIRECTORY if entry.is_dir() else FileEntryType.FILE,
+                    mtime=int(entry.stat().st_mtime),
+                    size=entry.stat().st_size,
+                )
+                for entry in sorted(entries)
+            ]
+
+        def read_file(volume, path):
+            target = path_in(volume, path)
+            if not target.is_file():
+                raise FileNotFoundError(f"No such file: {path}")
+            yield target.read_bytes()
+
+        def remove_file(volume, path, recursive=False):
+            target = path_in(volume, path)
+            if not target.exists():
+                raise FileNotFoundError(f"No such file: {path}")
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
+
+        @contextlib.contextmanager
+        def batch_upload(volume, force=False):
+            puts: list[tuple[Path, bytes]] = []
+            yield types.SimpleNamespace(
+                put_file=lambda file, path: puts.append((path_in(volume, path), file.read()))
+            )
+            existing = [str(target) for target, _ in puts if target.exists()]
+            if existing and not force:
+                raise FileExistsError(f"{existing[0]} already exists (force=False)")
+            for target, data in puts:
+                server.uploaded.append(str(target.relative_to(folder(volume))))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+
+        monkeypatch.setattr(modal.Volume, "listdir", listdir)
+        monkeypatch.setattr(modal.Volume, "read_file", read_file)
+        monkeypatch.setattr(modal.Volume, "remove_file", remove_file)
+        monkeypatch.setattr(modal.Volume, "batch_upload", batch_upload)

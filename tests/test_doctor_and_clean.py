@@ -1,0 +1,80 @@
+"""``python -m pymc_modal doctor`` and ``python -m pymc_modal clean``, against the Modal double."""
+
+import pytest
+
+from pymc_modal import __main__ as cli
+from pymc_modal import store
+from pymc_modal.backends.local import BACKEND as LOCAL
+from pymc_modal.backends.local import blob_dir, compilation_cache_dir
+from pymc_modal.backends.modal import BACKEND as MODAL
+from pymc_modal.doctor import doctor
+from pymc_modal.errors import GpuNotFoundError, MissingCredentialsError
+
+KEPT, DROPPED, OTHER = "ab" + "1" * 62, "ab" + "2" * 62, "cd" + "3" * 62
+
+
+def test_doctor_reports_each_step_of_a_tiny_run(modal_server):
+    lines = doctor("H100")
+    report = "\n".join(lines)
+    assert lines[0] == "pymc_modal doctor: Modal H100"
+    assert modal_server.options[-1]["gpu"] == "H100"
+    for item in ("credentials  found", "pymc ", "device       cpu", "gradient", "compile"):
+        assert item in report
+    assert "about $" in lines[-2] and "of H100" in lines[-2]
+
+
+def test_doctor_says_when_the_gpu_is_missing(modal_server):
+    modal_server.gpu = False
+    with pytest.raises(GpuNotFoundError, match="JAX found only"):
+        doctor()
+
+
+def test_doctor_without_credentials_says_how_to_set_them(capsys):
+    with pytest.raises(MissingCredentialsError):
+        doctor()
+    assert cli.main(["doctor"]) == 1
+    assert "modal setup" in capsys.readouterr().err
+
+
+def _run_folder(blobs, fetched):
+    folder = store.new_run_folder()
+    store.write_run(folder, {"id": folder.name, "blobs": blobs}, {})
+    if fetched:
+        (folder / store.RESULT_FILE).write_bytes(b"netcdf")
+    return folder.name
+
+
+def test_clean_keeps_what_unfetched_runs_need_and_says_what_it_freed(modal_server, capsys):
+    blobs = {KEPT: b"k" * 1_000_000, DROPPED: b"d" * 2_000_000, OTHER: b"o" * 3_000_000}
+    LOCAL.store_blobs(blobs)
+    MODAL.store_blobs(blobs)
+    compilation_cache_dir().mkdir(parents=True)
+    (compilation_cache_dir() / "jit_program").write_bytes(b"p" * 500_000)
+    (modal_server.volume("pymc-modal-jax-cache") / "jit_program").write_bytes(b"p" * 700_000)
+    waiting = _run_folder([KEPT], fetched=False)
+    done = _run_folder([DROPPED], fetched=True)
+    results = modal_server.volume("pymc-modal-results")
+    for run_id in (waiting, done):
+        (results / f"{run_id}-0").write_bytes(b"a" * 100_000)
+
+    assert cli.main(["clean", "--dry-run"]) == 0
+    # Here 5.0 MB of blobs and 0.5 MB of programs; on Modal 5.0, 0.7 and a fetched answer, 0.1.
+    assert "Would free 11.3 MB" in capsys.readouterr().out
+    assert len(list(modal_server.volume("pymc-modal-data").rglob("*/*"))) == 3
+
+    assert cli.main(["clean"]) == 0
+    out = capsys.readouterr().out
+    assert "Freed" in out and "kept the data of 1 blob(s)" in out
+    for folder in (blob_dir(), modal_server.volume("pymc-modal-data")):
+        assert [path.name for path in folder.rglob("*/*")] == [KEPT]
+    assert list(compilation_cache_dir().iterdir()) == []
+    assert list(modal_server.volume("pymc-modal-jax-cache").iterdir()) == []
+    assert [path.name for path in results.iterdir()] == [f"{waiting}-0"]
+
+
+def test_clean_without_modal_credentials_cleans_this_machine(capsys):
+    LOCAL.store_blobs({DROPPED: b"d" * 2_000_000})
+    assert cli.main(["clean"]) == 0
+    out = capsys.readouterr().out
+    assert "modal: skipped, no credentials" in out
+    assert "Freed 2.0 MB." in out
