@@ -17,7 +17,8 @@ import venv
 from pathlib import Path, PurePosixPath
 
 import pytest
-from modal.mount import _Mount
+from modal._utils.async_utils import synchronizer
+from modal_double import _mounts
 
 from pymc_modal import payload
 from pymc_modal.backends import modal as modal_backend
@@ -35,13 +36,13 @@ Path(answer).write_bytes(worker.run(Path(job).read_bytes(), blobs))
 
 
 def _mounted_source(root: Path) -> None:
-    """The package's files where the image mounts them (``/root`` in a container)."""
-    mount = _Mount._from_local_python_packages("pymc_modal")
-    for entry in mount.entries:
-        for local, remote in entry.get_files_to_upload():
-            target = root / PurePosixPath(remote).relative_to("/root")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(local, target)
+    """The files the image mounts, where a container has them (``/root``)."""
+    for mount in _mounts(synchronizer._translate_in(modal_backend.image), set()):
+        for entry in mount.entries:
+            for local, remote in entry.get_files_to_upload():
+                target = root / PurePosixPath(remote).relative_to("/root")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(local, target)
 
 
 @pytest.mark.slow
