@@ -56,7 +56,7 @@ def test_a_job_runs_with_only_what_the_image_installs(tmp_path, settings):
         f"modal=={importlib.metadata.version('modal')}",
     ]
     install = subprocess.run(
-        [python, "-m", "pip", "install", "--quiet", "--only-binary=:all:", *image],
+        [python, "-m", "pip", "install", "--quiet", "--no-compile", "--only-binary=:all:", *image],
         capture_output=True,
         text=True,
         check=False,
