@@ -47,7 +47,7 @@ def _clean(dry_run: bool) -> None:
         if (folder / store.RESULT_FILE).exists():
             fetched.add(folder.name)
         else:
-            keep.update(record["blobs"])
+            keep.update(record.get("blobs", []))  # records older than `clean` have none
     total = 0
     for name in backends.NAMES:
         try:
