@@ -3,6 +3,9 @@
 import importlib.util
 from pathlib import Path
 
+import arviz as az
+import numpy as np
+
 import pymc_modal
 from pymc_modal.job import SampleSettings
 
@@ -32,17 +35,33 @@ SHIPPED_SETTINGS = SampleSettings(
 
 
 def fit(model, **kwargs):
-    """A local fit of the fixed effects as the sampler benchmarks run it.
+    """A local fit of the fixed effects (or ``var_names``) as the benchmarks run it.
 
     No progress bar, convergence checks or log lines, and never a stored result.
     """
-    return pymc_modal.sample(
-        model=model,
-        var_names=FIXED_EFFECTS,
-        backend="local",
-        progressbar=False,
-        compute_convergence_checks=False,
-        quiet=True,
-        refit=True,
-        **kwargs,
-    )
+    settings = {
+        "var_names": FIXED_EFFECTS,
+        "backend": "local",
+        "progressbar": False,
+        "compute_convergence_checks": False,
+        "quiet": True,
+        "refit": True,
+    }
+    return pymc_modal.sample(model=model, **{**settings, **kwargs})
+
+
+def mean_shift(idata, reference: dict, variables: list[str]) -> tuple[float, float]:
+    """The largest distance of a posterior mean of ``variables`` from the reference's.
+
+    In the reference's posterior sds, and in Monte Carlo standard errors of the
+    difference (both runs' MCSEs combined): beyond 3 or so, more than chance.
+    """
+    mcse = az.mcse(idata, var_names=variables)
+    sds, errors = [], []
+    for var in variables:
+        distance = np.abs(
+            idata.posterior[var].mean(("chain", "draw")).values - reference[var]["mean"]
+        )
+        sds.append(np.max(distance / reference[var]["sd"]))
+        errors.append(np.max(distance / np.hypot(mcse[var].values, reference[var]["mcse_mean"])))
+    return float(max(sds)), float(max(errors))

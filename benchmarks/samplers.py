@@ -23,7 +23,7 @@ import tempfile
 import arviz as az
 import numpy as np
 import pytensor
-from _flagship import FIXED_EFFECTS, build_model, fit, simulate
+from _flagship import FIXED_EFFECTS, build_model, fit, mean_shift, simulate
 from reference import path_for
 
 
@@ -35,23 +35,6 @@ def _gradients(idata) -> tuple[int, int]:
     """Gradient evaluations while drawing: every chain's, and batched steps (max over chains)."""
     steps = np.asarray(idata.sample_stats["n_steps"])
     return int(steps.sum()), int(steps.max(axis=0).sum())
-
-
-def _shift(idata, reference: dict) -> tuple[float, float]:
-    """The largest distance of a mean of alpha or beta from the reference's.
-
-    In the reference's posterior sds, and in Monte Carlo standard errors of the
-    difference (both runs' MCSEs combined): beyond 3 or so, more than chance.
-    """
-    mcse = az.mcse(idata, var_names=["alpha", "beta"])
-    sds, errors = [], []
-    for var in ("alpha", "beta"):
-        distance = np.abs(
-            idata.posterior[var].mean(("chain", "draw")).values - reference[var]["mean"]
-        )
-        sds.append(np.max(distance / reference[var]["sd"]))
-        errors.append(np.max(distance / np.hypot(mcse[var].values, reference[var]["mcse_mean"])))
-    return float(max(sds)), float(max(errors))
 
 
 def _diagnose(idata) -> None:
@@ -131,7 +114,7 @@ def main() -> None:
         tail = _smallest(az.ess(idata, var_names=FIXED_EFFECTS, method="tail"))
         gradients, batched = _gradients(idata)
         seconds = idata.attrs["pymc_modal_seconds_sample"]
-        sds, errors = _shift(idata, reference)
+        sds, errors = mean_shift(idata, reference, ["alpha", "beta"])
         print(
             f"| {name} | {size['chains']} x ({size['tune']} + {size['draws']}) | {seconds:.0f} | "
             f"{gradients:,} | {batched:,} | {bulk:.1f} | {tail:.1f} | "

@@ -23,6 +23,7 @@ from pymc.model import modelcontext
 from pymc_modal import payload, pipeline
 from pymc_modal.backends import Delivery
 from pymc_modal.client import prepare
+from pymc_modal.convergence import format_seconds
 from pymc_modal.errors import InvalidOptionError
 
 __all__ = ["map"]
@@ -141,7 +142,7 @@ def map(  # noqa: A001 -- named for Modal's Function.map and the builtin it fans
             len(calls),
             "failed" if failed else "done",
             deliveries[0].where,
-            pipeline.format_seconds(time.perf_counter() - started),
+            format_seconds(time.perf_counter() - started),
         )
 
     delivered = pipeline.submit_and_wait(to_run, options, on_answer=report)

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pytensor
 from pymc.model import modelcontext
 from pymc.sampling.parallel import _cpu_count
@@ -157,6 +158,70 @@ def _check_sampler(sampler: str, chains: int, driver: dict[str, Any]) -> None:
         )
 
 
+def _is_whole(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def _target_settings(
+    draws,
+    target_ess,
+    max_rhat,
+    max_draws,
+    max_seconds,
+    max_cost,
+) -> dict[str, Any]:
+    """The settings of a run sampled to ``target_ess``, checked; none without a target."""
+    caps = {
+        "max_rhat": max_rhat,
+        "max_draws": max_draws,
+        "max_seconds": max_seconds,
+        "max_cost": max_cost,
+    }
+    if target_ess is None:
+        given = [name for name, value in caps.items() if value is not None]
+        if given:
+            raise InvalidOptionError(
+                f"{given[0]} applies to a run sampled to a target; pass target_ess= too "
+                "(e.g. target_ess=400), or leave it out to draw exactly draws= per chain."
+            )
+        return {}
+    if not _is_whole(target_ess) or target_ess < 1:
+        raise InvalidOptionError(
+            f"target_ess={target_ess!r}: pass a positive whole number of effective draws, "
+            "such as target_ess=400."
+        )
+    if not _is_whole(draws) or draws < 1:
+        raise InvalidOptionError(
+            f"draws={draws!r}: with target_ess, draws is the size of each block of draws "
+            "between checks; pass a positive whole number, such as draws=500."
+        )
+    if max_rhat is not None and (not _is_number(max_rhat) or not max_rhat > 1):
+        raise InvalidOptionError(
+            f"max_rhat={max_rhat!r}: R-hat is 1 at best, so pass a number above 1, such as "
+            "the default 1.01."
+        )
+    if max_draws is not None and (not _is_whole(max_draws) or max_draws < draws):
+        raise InvalidOptionError(
+            f"max_draws={max_draws!r}: pass a whole number of draws per chain of at least "
+            f"draws={draws}, the first block, which is always drawn."
+        )
+    for name, unit in (("max_seconds", "seconds"), ("max_cost", "US dollars")):
+        value = caps[name]
+        if value is not None and (not _is_number(value) or not value > 0):
+            raise InvalidOptionError(f"{name}={value!r}: pass a positive number of {unit}.")
+    return {
+        "target_ess": int(target_ess),
+        "max_rhat": 1.01 if max_rhat is None else float(max_rhat),
+        "max_draws": None if max_draws is None else int(max_draws),
+        "max_seconds": None if max_seconds is None else float(max_seconds),
+        "max_cost": None if max_cost is None else float(max_cost),
+    }
+
+
 def _jax_seed(random_seed, chains: int) -> int:
     """The seed PyMC's ``pm.sample(nuts_sampler="numpyro")`` hands to NumPyro."""
     if isinstance(random_seed, int) and random_seed == -1:
@@ -182,6 +247,11 @@ def sample(
     nuts_sampler_kwargs: dict[str, Any] | None = None,
     nuts: dict[str, Any] | None = None,
     compute_convergence_checks: bool = True,
+    target_ess: int | None = None,
+    max_rhat: float | None = None,
+    max_draws: int | None = None,
+    max_seconds: float | None = None,
+    max_cost: float | None = None,
     model=None,
     backend: str | None = None,
     gpu: str | Sequence[str] | None = None,
@@ -235,6 +305,24 @@ def sample(
         says so).
     compute_convergence_checks : bool, default True
         Warn about R-hat, ESS and divergences, as ``pm.sample`` does.
+    target_ess : int, optional
+        Sample until the smallest bulk and tail ESS over the returned
+        variables reach this and their largest R-hat is at most ``max_rhat``,
+        or until a cap below. ``draws`` is then the first block of draws per
+        chain, and further blocks of ``draws`` go on from the adapted sampler;
+        after each, a line reports ESS, R-hat and a forecast of the draws,
+        time and cost to the target. By default exactly ``draws`` are drawn.
+    max_rhat : float, default 1.01
+        The largest R-hat ``target_ess`` accepts.
+    max_draws : int, optional
+        With ``target_ess``: stop at this many draws per chain. It is at most
+        what fits under ``pymc_modal.options(max_result_bytes=...)``.
+    max_seconds : float, optional
+        With ``target_ess``: start no block that would end after this many
+        of the worker's seconds (loading, compiling and sampling).
+    max_cost : float, optional
+        With ``target_ess``, on Modal: start no block that would take the
+        worker's seconds past this many US dollars at the GPU's price.
     model : pymc.Model, optional
         The model; by default the one in the enclosing ``with`` block.
     backend : {"auto", "local", "modal"}, optional
@@ -280,14 +368,20 @@ def sample(
         sample_stats, observed_data and constant_data. Its ``attrs`` name the
         backend and device (``pymc_modal_backend``, ``pymc_modal_device``),
         the seconds of each phase (``pymc_modal_seconds_<phase>``) and the
-        estimated cost (``pymc_modal_cost_usd``).
+        estimated cost (``pymc_modal_cost_usd``); with ``target_ess``, why it
+        stopped (``pymc_modal_stop_reason``: ``"target"``, ``"max_cost"``,
+        ``"max_seconds"`` or ``"max_draws"``), the blocks and draws per chain,
+        the ESS and R-hat reached, and how close the first forecast came.
+        A run stopped by a cap warns with :class:`pymc_modal.errors.NotConvergedWarning`.
 
     Raises
     ------
     pymc_modal.errors.PymcModalError
         A subclass naming the problem, raised before anything is shipped where
         it can be known: unsupported arguments, discrete variables, unknown
-        ``var_names``, a model PyMC cannot convert to JAX, a result too large.
+        ``var_names``, a model PyMC cannot convert to JAX, a result too large,
+        a target or cap that is not a positive number, ``max_cost`` where
+        nothing is billed.
     """
     arguments = dict(locals())
     arguments.update(arguments.pop("kwargs"))
@@ -318,6 +412,14 @@ def prepare(**arguments: Any) -> pipeline.Call:
         backend=given.backend, gpu=given.gpu, workers=given.workers, sampler=given.sampler
     )
     _check_sampler(options.sampler, chains, driver)
+    target = _target_settings(
+        given.draws,
+        given.target_ess,
+        given.max_rhat,
+        given.max_draws,
+        given.max_seconds,
+        given.max_cost,
+    )
     settings = SampleSettings(
         draws=given.draws,
         tune=given.tune,
@@ -331,6 +433,7 @@ def prepare(**arguments: Any) -> pipeline.Call:
         float_x=pytensor.config.floatX,
         sampler=options.sampler,
         **driver,
+        **target,
     )
     return pipeline.Call(
         model,

@@ -12,6 +12,7 @@ __all__ = [
     "JaxConversionError",
     "MissingCredentialsError",
     "NoFreeVariablesError",
+    "NotConvergedWarning",
     "PayloadError",
     "PymcModalError",
     "ResultTooLargeError",
@@ -77,3 +78,7 @@ class MissingCredentialsError(PymcModalError, RuntimeError):
 
 class RunNotFoundError(PymcModalError, LookupError):
     """No detached run with that id is recorded on this machine."""
+
+
+class NotConvergedWarning(UserWarning):
+    """A run sampled to ``target_ess`` stopped at a cap before reaching it."""

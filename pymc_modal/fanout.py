@@ -2,18 +2,26 @@
 
 Each worker samples its share of the chains with a seed of its own, spawned
 from the run's seed, so no two workers draw the same chain; the answers are
-joined along the chain axis in worker order.
+joined along the chain axis in worker order. In a run sampled to a target,
+each worker aims at the share of ``target_ess`` (and of ``max_cost``) its
+chains are of all the chains, and stops on its own; as the chains of a result
+are equally long, the joined result keeps the draws every worker has, and
+its ESS and R-hat are measured anew over all the chains.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 import numpy as np
 
+from pymc_modal.convergence import diagnose
 from pymc_modal.errors import InvalidOptionError
 from pymc_modal.job import SampleSettings
+
+_log = logging.getLogger("pymc_modal")
 
 __all__ = ["merge", "split"]
 
@@ -32,7 +40,8 @@ def split(settings: SampleSettings, workers: int) -> list[SampleSettings]:
     -------
     list of SampleSettings
         One per worker, chains as even as they go (5 chains on 2 workers: 3 and
-        2), each with its own seed; only the first shows a progress bar.
+        2), each with its own seed and its share of ``target_ess`` and
+        ``max_cost``; only the first shows a progress bar.
 
     Raises
     ------
@@ -63,9 +72,17 @@ def split(settings: SampleSettings, workers: int) -> list[SampleSettings]:
             seed=int(seed.generate_state(1)[0]),
             initvals=[initvals[i] for i in share] if per_chain else initvals,
             progressbar=settings.progressbar and index == 0,
+            **_target_share(settings, len(share) / settings.chains),
         )
         for index, (share, seed) in enumerate(zip(shares, seeds, strict=True))
     ]
+
+
+def _target_share(settings: SampleSettings, fraction: float) -> dict[str, Any]:
+    if settings.target_ess is None:
+        return {}
+    max_cost = None if settings.max_cost is None else settings.max_cost * fraction
+    return {"target_ess": settings.target_ess * fraction, "max_cost": max_cost}
 
 
 def _concat(parts: list[dict[str, np.ndarray] | None]) -> dict[str, np.ndarray] | None:
@@ -77,18 +94,27 @@ def _concat(parts: list[dict[str, np.ndarray] | None]) -> dict[str, np.ndarray] 
 def merge(answers: list[dict[str, Any]]) -> dict[str, Any]:
     """Join the workers' decoded answers into the answer of one run.
 
-    Arrays are concatenated along their first (chain) axis in worker order;
-    the seconds of each phase are the longest worker's, since workers run side
-    by side.
+    Arrays are concatenated along their first (chain) axis in worker order,
+    each cut to the fewest draws any worker returned; the seconds of each
+    phase are the longest worker's, since workers run side by side.
     """
     if len(answers) == 1:
         return answers[0]
     first = answers[0]
     devices = list(dict.fromkeys(answer["device"] for answer in answers))
+    draws = min(_draws(answer) for answer in answers)
+    if any(_draws(answer) > draws for answer in answers):
+        _log.info(
+            "The workers stopped at %s draws per chain; the result keeps the first %d of each.",
+            ", ".join(str(_draws(answer)) for answer in answers),
+            draws,
+        )
+    groups = {
+        group: _concat([_first(answer[group], draws) for answer in answers])
+        for group in ("posterior", "sample_stats", "log_likelihood")
+    }
     return {
-        "posterior": _concat([answer["posterior"] for answer in answers]),
-        "sample_stats": _concat([answer["sample_stats"] for answer in answers]),
-        "log_likelihood": _concat([answer["log_likelihood"] for answer in answers]),
+        **groups,
         "attrs": {
             **first["attrs"],
             "sampling_time": max(answer["attrs"]["sampling_time"] for answer in answers),
@@ -97,4 +123,44 @@ def merge(answers: list[dict[str, Any]]) -> dict[str, Any]:
             phase: max(answer["seconds"][phase] for answer in answers) for phase in first["seconds"]
         },
         "device": ", ".join(devices),
+        "convergence": _joined_convergence(answers, groups["posterior"], draws),
     }
+
+
+def _draws(answer: dict[str, Any]) -> int:
+    return next(iter(answer["sample_stats"].values())).shape[1]
+
+
+def _first(arrays: dict[str, np.ndarray] | None, draws: int) -> dict[str, np.ndarray] | None:
+    return None if arrays is None else {name: a[:, :draws] for name, a in arrays.items()}
+
+
+def _joined_convergence(
+    answers: list[dict[str, Any]], posterior: dict[str, np.ndarray], draws: int
+) -> dict[str, Any] | None:
+    """The workers' convergence records as one.
+
+    The figures are the joined chains'; the stop reason is the first cap any
+    worker stopped at, if one did; the forecast is the slowest worker's, its
+    cost all of theirs; the first forecast's accuracy is the first worker's.
+    """
+    records = [answer["convergence"] for answer in answers]
+    if records[0] is None:
+        return None
+    found = diagnose(posterior)
+    capped = [record["stop_reason"] for record in records if record["stop_reason"] != "target"]
+    joined = {
+        **records[0],
+        "stop_reason": capped[0] if capped else "target",
+        "blocks": max(record["blocks"] for record in records),
+        "draws": draws,
+        "target_ess": round(sum(record["target_ess"] for record in records)),
+        "min_ess_bulk": found.min_bulk,
+        "min_ess_tail": found.min_tail,
+        "max_rhat": found.max_rhat,
+        "forecast_draws": max(record["forecast_draws"] for record in records),
+        "forecast_seconds": max(record["forecast_seconds"] for record in records),
+    }
+    if "forecast_cost_usd" in joined:
+        joined["forecast_cost_usd"] = sum(record["forecast_cost_usd"] for record in records)
+    return joined

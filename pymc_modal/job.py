@@ -49,6 +49,14 @@ class SampleSettings:
     ``pytensor.config.floatX``, ``sampler`` one of
     :data:`pymc_modal.config.SAMPLERS` (``"numpyro"``:
     :mod:`pymc_modal.worker.numpyro`; the others: :mod:`pymc_modal.worker.blackjax`).
+
+    With ``target_ess`` set, ``draws`` is the first block of draws, and more
+    blocks of up to ``draws`` follow until every returned variable's bulk and
+    tail ESS reach ``target_ess`` and its R-hat is at most ``max_rhat``, or
+    until a cap: ``max_draws`` per chain, ``max_seconds`` of the worker's own
+    time, or ``max_cost`` dollars of it at ``price_per_second`` (also what
+    the forecast of the cost to the target is priced at; None where nothing
+    is billed). See :mod:`pymc_modal.worker.blocks`.
     """
 
     draws: int
@@ -66,6 +74,12 @@ class SampleSettings:
     chain_method: str = "parallel"
     nuts_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     sampler: str = "numpyro"
+    target_ess: int | None = None
+    max_rhat: float = 1.01
+    max_draws: int | None = None
+    max_seconds: float | None = None
+    max_cost: float | None = None
+    price_per_second: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,6 +15,7 @@ import dataclasses
 import datetime
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from typing import Any
 from pymc_modal import backends, fanout, payload, preflight, pricing, result, store
 from pymc_modal.backends import Backend, Delivery
 from pymc_modal.config import Options
-from pymc_modal.errors import WorkerError
+from pymc_modal.convergence import format_seconds
+from pymc_modal.errors import InvalidOptionError, NotConvergedWarning, WorkerError
 from pymc_modal.job import ForwardSettings, SampleSettings
 
 __all__ = [
@@ -32,11 +34,11 @@ __all__ = [
     "finish",
     "check",
     "finish_run",
-    "format_seconds",
     "forward",
     "run",
     "stored",
     "submit_and_wait",
+    "warn_if_capped",
 ]
 
 _log = logging.getLogger("pymc_modal")
@@ -104,13 +106,36 @@ def check(call: Call) -> None:
         Whatever can be seen to fail before anything is shipped.
     """
     start = time.perf_counter()
-    call.shares = fanout.split(call.settings, call.options.workers)
     call.backend = backends.choose(call.options.backend)
     call.checked = preflight.check(call.model, call.settings, call.options.max_result_bytes)
+    if call.settings.target_ess is not None:
+        call.settings = _bounded(call)
+    call.shares = fanout.split(call.settings, call.options.workers)
     where = call.backend.where(call.options)
     call.key = store.key(call.checked.fingerprint, call.shares, where)
     call.context = result.context(call.model, call.idata_kwargs)
     call.seconds["preflight"] = time.perf_counter() - start
+
+
+def _bounded(call: Call) -> SampleSettings:
+    """A target run's settings with its price, and its draws bounded by the result's size.
+
+    Raises
+    ------
+    InvalidOptionError
+        For ``max_cost`` where nothing is billed.
+    """
+    settings, options = call.settings, call.options
+    gpu = call.backend.billed_gpu(options)
+    price = None if gpu is None else pricing.cost(gpu, 1.0, options.price_per_second)
+    if settings.max_cost is not None and price is None:
+        raise InvalidOptionError(
+            f"max_cost={settings.max_cost:g}: the {call.backend.name} backend bills nothing, so "
+            "there is no cost to cap; bound the run with max_seconds= instead."
+        )
+    fits = options.max_result_bytes // (call.checked.draw_bytes * settings.chains)
+    max_draws = fits if settings.max_draws is None else settings.max_draws
+    return dataclasses.replace(settings, max_draws=max_draws, price_per_second=price)
 
 
 def forward(call: Call) -> Any:
@@ -266,6 +291,7 @@ def _assemble(
         "pymc_modal_returned_bytes": sum(len(d.answer) for d in deliveries),
         **_cost(backend, options, sum(walls)),
         **_seconds_attrs(seconds),
+        **{f"pymc_modal_{name}": value for name, value in (raw["convergence"] or {}).items()},
     }
     return raw, attrs
 
@@ -285,19 +311,57 @@ def finish(call: Call, deliveries: list[Delivery]):
         sampling = raw["seconds"]["compile"] + raw["seconds"]["sample"]
         cost = attrs["pymc_modal_cost_usd"]
         _log.info(
-            "Sampled %d chains x %d draws on %s in %s (sampling %s), %s.",
+            "Sampled %d chains x %d draws on %s in %s (sampling %s), %s%s.",
             call.settings.chains,
-            call.settings.draws,
+            idata["posterior"].sizes["draw"],
             where if len(deliveries) == 1 else f"{len(deliveries)} workers on {where}",
             format_seconds(attrs["pymc_modal_seconds_total"]),
             format_seconds(sampling),
             "no charge" if "pymc_modal_gpu" not in attrs else f"about ${cost:.2f}",
+            _reached(attrs),
         )
     return _checked(call, idata)
 
 
+def _reached(attrs: dict[str, Any]) -> str:
+    """``"; min bulk ESS 412, min tail ESS 530, max R-hat 1.004"`` for a target run, or nothing."""
+    if "pymc_modal_stop_reason" not in attrs:
+        return ""
+    return (
+        f"; min bulk ESS {attrs['pymc_modal_min_ess_bulk']:.0f}, "
+        f"min tail ESS {attrs['pymc_modal_min_ess_tail']:.0f}, "
+        f"max R-hat {attrs['pymc_modal_max_rhat']:.3f}"
+    )
+
+
+def warn_if_capped(attrs: dict[str, Any], stacklevel: int) -> None:
+    """Warn, naming the cap, if a run sampled to a target stopped short of it.
+
+    ``stacklevel`` is ``warnings.warn``'s, counted from the caller.
+    """
+    reason = attrs.get("pymc_modal_stop_reason")
+    if reason in (None, "target"):
+        return
+    forecast = f"~{attrs['pymc_modal_forecast_draws']:,} more draws per chain, " + format_seconds(
+        attrs["pymc_modal_forecast_seconds"]
+    )
+    if "pymc_modal_forecast_cost_usd" in attrs:
+        forecast += f", about ${attrs['pymc_modal_forecast_cost_usd']:.2f}"
+    warnings.warn(
+        f"Sampling stopped at {reason} after {attrs['pymc_modal_draws']:,} draws per chain "
+        f"({attrs['pymc_modal_blocks']} blocks), short of target_ess="
+        f"{attrs['pymc_modal_target_ess']} with max_rhat={attrs['pymc_modal_max_rhat_target']}"
+        f"{_reached(attrs)}. Reaching it was forecast to take {forecast}. The draws are "
+        "returned; to go on, sample again with a larger cap (max_draws is bounded by "
+        "pymc_modal.options(max_result_bytes=...) unless given).",
+        NotConvergedWarning,
+        stacklevel=stacklevel + 1,
+    )
+
+
 def _checked(call: Call, idata):
     """Warn about R-hat, ESS and divergences as ``pm.sample`` does; return ``idata``."""
+    warn_if_capped(idata.attrs, stacklevel=5)  # sample -> run -> finish or stored -> here
     if call.convergence_checks:
         from pymc.stats.convergence import log_warnings, run_convergence_checks
 
@@ -360,9 +424,3 @@ def finish_run(folder: Path, wait: bool) -> None:
     sampling = raw["seconds"]["compile"] + raw["seconds"]["sample"]
     record.update(cost_usd=attrs["pymc_modal_cost_usd"], sampling_seconds=sampling)
     store.write_result(folder, record, result.wrap(raw, store.read_context(folder), attrs))
-
-
-def format_seconds(seconds: float) -> str:
-    """``"4m12s"``, or ``"12s"`` under a minute."""
-    minutes, seconds = divmod(round(seconds), 60)
-    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"

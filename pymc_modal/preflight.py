@@ -27,7 +27,7 @@ from pymc_modal.errors import (
 )
 from pymc_modal.job import EXTRA_FIELDS, FLOAT64_TRUNCATION, SampleSettings, returned
 
-__all__ = ["Checked", "check", "result_bytes"]
+__all__ = ["Checked", "check", "draw_bytes"]
 
 
 def _format_bytes(n: float) -> str:
@@ -70,7 +70,9 @@ class Checked:
     Attributes
     ----------
     result_bytes : int
-        The estimated size of the returned draws.
+        The estimated size of the returned draws (with ``max_draws``, at most).
+    draw_bytes : int
+        The estimated size of one chain's draw.
     fingerprint : str
         SHA-256 of what the worker will compute: the log density and the
         returned variables as a JAX program, the values of its constants
@@ -79,6 +81,7 @@ class Checked:
     """
 
     result_bytes: int
+    draw_bytes: int
     fingerprint: str
 
 
@@ -142,14 +145,15 @@ def _jaxify(model, settings: SampleSettings) -> Checked:
             "model must not contain shared random generators or variables with updates. "
             "Check with pymc.sampling.jax.get_jaxified_logp(model)."
         ) from exc
-    return Checked(result_bytes(outputs, settings), _fingerprint(closed, point))
+    per_draw = draw_bytes(outputs)
+    draws = settings.max_draws or settings.draws
+    return Checked(per_draw * draws * settings.chains, per_draw, _fingerprint(closed, point))
 
 
-def result_bytes(outputs, settings: SampleSettings) -> int:
-    """Bytes of the arrays a run will return, from the abstract shapes of its outputs."""
+def draw_bytes(outputs) -> int:
+    """Bytes of one chain's draw a run returns, from the abstract shapes of its outputs."""
     per_draw = sum(math.prod(out.shape) * out.dtype.itemsize for out in outputs)
-    per_draw += 8 * len(EXTRA_FIELDS) + 8  # sample stats, tree_depth included
-    return per_draw * settings.draws * settings.chains
+    return per_draw + 8 * len(EXTRA_FIELDS) + 8  # sample stats, tree_depth included
 
 
 def check(model, settings: SampleSettings, max_result_bytes: int) -> Checked:
@@ -171,9 +175,10 @@ def check(model, settings: SampleSettings, max_result_bytes: int) -> Checked:
     checked = _jaxify(model, settings)
     size = checked.result_bytes
     if size > max_result_bytes:
+        draws = f"max_draws={settings.max_draws}" if settings.max_draws else settings.draws
         raise ResultTooLargeError(
             f"The result would be about {_format_bytes(size)} ({settings.chains} chains x "
-            f"{settings.draws} draws), over the limit of {_format_bytes(max_result_bytes)}. "
+            f"{draws} draws), over the limit of {_format_bytes(max_result_bytes)}. "
             "Keep only the variables you need with var_names=[...], or sample fewer draws; "
             "to allow it anyway, raise pymc_modal.options(max_result_bytes=...)."
         )

@@ -78,7 +78,8 @@ def fetch(run_id: str, wait: bool = True):
     Returns
     -------
     arviz.InferenceData or xarray.DataTree
-        What ``pymc_modal.sample`` would have returned.
+        What ``pymc_modal.sample`` would have returned; a run sampled to a
+        target that stopped at a cap warns as ``sample`` does.
 
     Raises
     ------
@@ -94,7 +95,9 @@ def fetch(run_id: str, wait: bool = True):
     path = run.folder / store.RESULT_FILE
     if not path.exists():
         pipeline.finish_run(run.folder, wait)
-    return open_netcdf(path)
+    result = open_netcdf(path)
+    pipeline.warn_if_capped(result.attrs, stacklevel=2)
+    return result
 
 
 def list_runs() -> list[dict[str, Any]]:

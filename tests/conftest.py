@@ -16,10 +16,16 @@ os.environ["MODAL_CONFIG_PATH"] = str(_EMPTY_MODAL_CONFIG)
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="pymc-modal-tests-cache-")
 
 
+# JAX's compiled programs, keyed by the program itself, are shared by the session's tests.
+_JAX_CACHE = Path(tempfile.mkdtemp(prefix="pymc-modal-tests-jax-"))
+
+
 @pytest.fixture(autouse=True)
 def _own_cache(monkeypatch, tmp_path):
-    """Each test stores data blobs in a cache of its own, never the user's."""
+    """Each test stores data blobs and runs in a cache of its own, never the user's."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "pymc-modal").mkdir(parents=True)
+    (tmp_path / "cache" / "pymc-modal" / "jax").symlink_to(_JAX_CACHE)
 
 
 def make_data_model(size: int = 300_000) -> pm.Model:

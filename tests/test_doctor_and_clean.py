@@ -44,11 +44,19 @@ def _run_folder(blobs, fetched):
     return folder.name
 
 
-def test_clean_keeps_what_unfetched_runs_need_and_says_what_it_freed(modal_server, capsys):
+@pytest.fixture
+def own_compilation_cache():
+    """This test's own JAX compilation cache, not the one the session's tests share."""
+    compilation_cache_dir().unlink()
+    compilation_cache_dir().mkdir()
+
+
+def test_clean_keeps_what_unfetched_runs_need_and_says_what_it_freed(
+    modal_server, capsys, own_compilation_cache
+):
     blobs = {KEPT: b"k" * 1_000_000, DROPPED: b"d" * 2_000_000, OTHER: b"o" * 3_000_000}
     LOCAL.store_blobs(blobs)
     MODAL.store_blobs(blobs)
-    compilation_cache_dir().mkdir(parents=True)
     (compilation_cache_dir() / "jit_program").write_bytes(b"p" * 500_000)
     (modal_server.volume("pymc-modal-jax-cache") / "jit_program").write_bytes(b"p" * 700_000)
     waiting = _run_folder([KEPT], fetched=False)
@@ -72,7 +80,7 @@ def test_clean_keeps_what_unfetched_runs_need_and_says_what_it_freed(modal_serve
     assert [path.name for path in results.iterdir()] == [f"{waiting}-0"]
 
 
-def test_clean_without_modal_credentials_cleans_this_machine(capsys):
+def test_clean_without_modal_credentials_cleans_this_machine(capsys, own_compilation_cache):
     LOCAL.store_blobs({DROPPED: b"d" * 2_000_000})
     assert cli.main(["clean"]) == 0
     out = capsys.readouterr().out

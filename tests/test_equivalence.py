@@ -11,6 +11,7 @@ import pytest
 
 import pymc_modal
 from pymc_modal._compat import PYMC_MAJOR
+from pymc_modal.errors import NotConvergedWarning
 
 pytestmark = pytest.mark.slow
 
@@ -61,12 +62,19 @@ def test_a_partially_observed_variable_is_imputed_as_pm_sample_imputes_it():
     assert "x_unobserved" in ours["posterior"].data_vars
 
 
-def test_var_names_and_log_likelihood_match(model):
+def test_var_names_and_log_likelihood_match_and_blocks_draw_what_one_run_draws(model):
     kwargs = {"var_names": ["mu", "effect"], "idata_kwargs": {"log_likelihood": True}}
     reference = pm.sample(nuts_sampler="numpyro", model=model, **COMMON, **kwargs)
-    with model, pymc_modal.options(backend="local"):
-        ours = pymc_modal.sample(**COMMON, **kwargs)
+    # Two blocks of 15, going on from the first: the 30 draws of one run.
+    blocks = {"draws": 15, "target_ess": 10**6, "max_draws": 30}
+    capped = pytest.warns(NotConvergedWarning, match="stopped at max_draws after 30 draws")
+    with model, pymc_modal.options(backend="local"), capped:
+        ours = pymc_modal.sample(**{**COMMON, **blocks}, **kwargs)
 
     _assert_same(ours, reference)
     assert set(ours["posterior"].data_vars) == {"mu", "effect"}
     assert "log_likelihood" in _groups(ours)
+    assert (ours.attrs["pymc_modal_stop_reason"], ours.attrs["pymc_modal_blocks"]) == (
+        "max_draws",
+        2,
+    )

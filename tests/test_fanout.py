@@ -53,6 +53,7 @@ def _answer(first_chain: int, chains: int, seconds: float, device: str = "gpu: H
         "attrs": {"sampling_time": seconds, "tuning_steps": 10},
         "seconds": {"compile": seconds, "tune": 1.0, "draw": 2.0, "postprocess": 0.1},
         "device": device,
+        "convergence": None,
     }
 
 

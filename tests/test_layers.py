@@ -1,7 +1,8 @@
 """The package's imports run one way: public calls -> pipeline -> backends -> worker.
 
 The worker side (``pymc_modal.worker``) and the client side (everything else)
-share only the job contract (``job``, ``payload``, ``errors``, ``_compat``).
+share only the job contract (``job``, ``payload``, ``errors``, ``_compat``,
+``convergence``).
 Imports inside functions count: they are still dependencies.
 """
 
@@ -11,7 +12,13 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pymc_modal"
-SHARED = {"pymc_modal.job", "pymc_modal.payload", "pymc_modal.errors", "pymc_modal._compat"}
+SHARED = {
+    "pymc_modal.job",
+    "pymc_modal.payload",
+    "pymc_modal.errors",
+    "pymc_modal._compat",
+    "pymc_modal.convergence",
+}
 CROSSINGS = {("worker", "client"), ("client", "worker"), ("shared", "client"), ("shared", "worker")}
 # A backend starts the worker through its one entry point.
 STARTS_THE_WORKER = {("pymc_modal.backends.modal", "pymc_modal.worker")}

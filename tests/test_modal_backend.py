@@ -160,8 +160,9 @@ def test_no_gpu_in_the_container_is_refused_before_sampling(modal_server, settin
 
 @pytest.mark.slow
 def test_detached_run_on_modal_is_fetched_from_the_results_volume(modal_server):
+    capped = {"target_ess": 10**6, "max_cost": 1e-9}  # one block, then stopped by its cost
     with pymc_modal.options(price_per_second=1.0):
-        run = pymc_modal.sample(model=_tiny_model(), backend="modal", wait=False, **TINY)
+        run = pymc_modal.sample(model=_tiny_model(), backend="modal", wait=False, **TINY, **capped)
     (app,) = modal_server.started_apps
     assert app["detached"] and app["description"] == "pymc-modal-detached"
     published = modal_server.volume(RESULTS)
@@ -169,13 +170,18 @@ def test_detached_run_on_modal_is_fetched_from_the_results_volume(modal_server):
     assert run.status() == "done"  # the answer was found and kept in the run's folder
     assert list(published.iterdir()) == []  # and removed from the results volume
 
-    fetched = pymc_modal.fetch(run.id)
+    with pytest.warns(pymc_modal.errors.NotConvergedWarning, match="stopped at max_cost"):
+        fetched = pymc_modal.fetch(run.id)
     assert fetched.posterior["x"].shape == (2, 20, 2)
     assert fetched.attrs["pymc_modal_where"] == "Modal A100"
     # The cost uses the price the user set, over the worker's own seconds.
     seconds = fetched.attrs["pymc_modal_gpu_seconds"]
     assert seconds > 0 and fetched.attrs["pymc_modal_cost_usd"] == pytest.approx(seconds)
     assert run.record["cost_usd"] == fetched.attrs["pymc_modal_cost_usd"]
+    # So does the forecast the worker made of the cost to the target.
+    attrs = fetched.attrs
+    assert (attrs["pymc_modal_stop_reason"], attrs["pymc_modal_blocks"]) == ("max_cost", 1)
+    assert attrs["pymc_modal_forecast_cost_usd"] == attrs["pymc_modal_forecast_seconds"]
 
 
 def _detached(folder, jobs=(b"job",), options=None):

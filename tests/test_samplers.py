@@ -1,6 +1,7 @@
 """BlackJAX samplers: the default's posterior and result shape, n_steps; bad options refused."""
 
 import dataclasses
+import warnings
 
 import arviz as az
 import numpy as np
@@ -8,10 +9,12 @@ import pytest
 
 import pymc_modal
 from pymc_modal._compat import PYMC_MAJOR
-from pymc_modal.errors import InvalidOptionError
+from pymc_modal.errors import InvalidOptionError, NotConvergedWarning
 from pymc_modal.worker import blackjax as blackjax_worker
 
 COMMON = {"draws": 300, "tune": 300, "random_seed": 2, "backend": "local", "progressbar": False}
+# Each fit draws its 300 in two blocks, the second going on from the first.
+BLOCKS = {"draws": 150, "target_ess": 10**6, "max_draws": 300}
 CHAINS = {"numpyro": 4, "blackjax": 4, "chees": 64}
 
 
@@ -24,10 +27,14 @@ def fits():
     from conftest import make_model
 
     model = make_model()
-    return {
-        name: pymc_modal.sample(model=model, sampler=name, chains=chains, **COMMON)
-        for name, chains in CHAINS.items()
-    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotConvergedWarning)
+        return {
+            name: pymc_modal.sample(
+                model=model, sampler=name, chains=chains, **{**COMMON, **BLOCKS}
+            )
+            for name, chains in CHAINS.items()
+        }
 
 
 @pytest.mark.slow
@@ -53,6 +60,7 @@ def test_results_have_the_default_groups_coords_dims_and_n_steps(fits, name):
     assert list(fit.posterior["effect"].coords["group"].values) == ["g0", "g1", "g2", "g3"]
     assert fit.posterior.sizes["chain"] == CHAINS[name]
     assert fit.posterior.sizes["draw"] == COMMON["draws"]
+    assert fit.attrs["pymc_modal_blocks"] == 2
     steps = np.asarray(fit.sample_stats["n_steps"])
     assert steps.shape == (CHAINS[name], COMMON["draws"]) and steps.min() >= 1
     assert {"lp", "step_size", "acceptance_rate", "diverging"} <= set(fit.sample_stats.data_vars)

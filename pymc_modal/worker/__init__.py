@@ -65,13 +65,14 @@ def run(
         anything failed, the exception and its traceback made by
         :func:`pymc_modal.payload.encode_failure`.
     """
+    started = time.perf_counter()
     try:
         if require_gpu:
             _check_gpu()
         start = time.perf_counter()
         job = payload.decode_job(job_bytes, blob_dir)
         load_seconds = time.perf_counter() - start
-        result = _sample(job)
+        result = _sample(job, started)
         result["seconds"]["load"] = load_seconds
         return payload.encode_result(result)
     except Exception as exc:
@@ -91,7 +92,7 @@ def _check_gpu() -> None:
         )
 
 
-def _sample(job: payload.Job) -> dict:
+def _sample(job: payload.Job, started: float) -> dict:
     global _warm
     import jax
     import pytensor
@@ -110,7 +111,7 @@ def _sample(job: payload.Job) -> dict:
     if isinstance(job.settings, ForwardSettings):
         return forward.run(job.model, job.settings)
     if job.settings.sampler != "numpyro":
-        return blackjax.sample(job.model, job.settings)
+        return blackjax.sample(job.model, job.settings, started)
     # Seed and initial values do not change what is compiled; anything else may.
     unseeded = dataclasses.replace(job.settings, seed=0, initvals=None, jitter=True)
     key = (job.fingerprint, pickle.dumps(unseeded))
@@ -119,6 +120,6 @@ def _sample(job: payload.Job) -> dict:
     else:
         _warm = None
         sampler = numpyro.compile_sampler(job.model, job.settings)
-    result = numpyro.sample(job.model, job.settings, sampler)
+    result = numpyro.sample(job.model, job.settings, sampler, started)
     _warm = (key, sampler)
     return result

@@ -9,7 +9,6 @@ drawn.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import jax
@@ -17,7 +16,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from pymc_modal.job import SampleSettings, returned
-from pymc_modal.worker.chains import answer, initial_points
+from pymc_modal.worker import blocks
+from pymc_modal.worker.chains import initial_points
 
 __all__ = ["sample"]
 
@@ -51,16 +51,24 @@ def _progress_bar(settings: SampleSettings):
     return tqdm(total=settings.tune + settings.draws, desc=f"{settings.sampler} warm-up + draws")
 
 
+def _block_keys(draw_key, block, n: int):
+    """``n`` keys for block ``block``: the first block's are what one whole run's were."""
+    key = jax.numpy.where(block == 0, draw_key, jax.random.fold_in(draw_key, block))
+    return jax.random.split(key, n)
+
+
 def _low_rank_nuts(logp_fn, transform, settings: SampleSettings, tick):
     """Chains side by side, each BlackJAX's low-rank window adaptation then NUTS draws.
 
     ``logp_fn`` and ``transform`` take a chain's position as one flat vector;
-    ``tick()`` is called once a step, warm-up and draws.
+    ``tick()`` is called once a step, warm-up and draws. Returns
+    ``warm_up(keys, positions) -> carry`` and ``draws(n)``, a function
+    ``(carry, block) -> (carry, (values, stats))`` drawing ``n`` per chain.
     """
     import blackjax
     from blackjax.adaptation.base import get_filter_adapt_info_fn
 
-    def chain(key, position):
+    def warm_up(key, position):
         warmup_key, draw_key = jax.random.split(key)
         warmup = blackjax.window_adaptation_low_rank(
             blackjax.nuts,
@@ -73,35 +81,49 @@ def _low_rank_nuts(logp_fn, transform, settings: SampleSettings, tick):
             ),
         )
         (state, parameters), _ = warmup.run(warmup_key, position, num_steps=settings.tune)
-        kernel = blackjax.nuts(logp_fn, **parameters).step
+        return state, parameters, draw_key
 
-        def one_draw(state, key):
-            tick()
-            state, info = kernel(key, state)
-            stats = {
-                "lp": state.logdensity,
-                "step_size": parameters["step_size"],
-                "n_steps": info.num_integration_steps,
-                "tree_depth": info.num_trajectory_expansions,
-                "acceptance_rate": info.acceptance_rate,
-                "diverging": info.is_divergent,
-                "energy": info.energy,
-            }
-            return state, (transform(state.position), stats)
+    def draws(n: int):
+        def chain(carry, block):
+            state, parameters, draw_key = carry
+            kernel = blackjax.nuts(logp_fn, **parameters).step
 
-        keys = jax.random.split(draw_key, settings.draws)
-        return jax.lax.scan(one_draw, state, keys)[1]
+            def one_draw(state, key):
+                tick()
+                state, info = kernel(key, state)
+                stats = {
+                    "lp": state.logdensity,
+                    "step_size": parameters["step_size"],
+                    "n_steps": info.num_integration_steps,
+                    "tree_depth": info.num_trajectory_expansions,
+                    "acceptance_rate": info.acceptance_rate,
+                    "diverging": info.is_divergent,
+                    "energy": info.energy,
+                }
+                return state, (transform(state.position), stats)
 
-    return jax.vmap(chain)  # (chain, draw, ...) out
+            state, drawn = jax.lax.scan(one_draw, state, _block_keys(draw_key, block, n))
+            return (state, parameters, draw_key), drawn
+
+        return jax.vmap(chain, in_axes=(0, None))  # (chain, draw, ...) out
+
+    return jax.vmap(warm_up), draws
 
 
 def _chees(logp_fn, transform, settings: SampleSettings, tick):
-    """All chains as one ensemble: ChEES adaptation, then jittered dynamic HMC draws."""
+    """All chains as one ensemble: ChEES adaptation, then jittered dynamic HMC draws.
+
+    Returns what :func:`_low_rank_nuts` returns.
+    """
     import blackjax
     import optax
     from blackjax.adaptation.base import get_filter_adapt_info_fn
 
-    def ensemble(keys, positions):
+    # The adapted kernel's jitter functions: Python closures over no traced value, kept
+    # from warm-up's trace for the draws' (a compiled program returns only arrays).
+    functions = {}
+
+    def warm_up(keys, positions):
         warmup_key, draw_key = jax.random.split(keys[0])
         warmup = blackjax.chees_adaptation(
             logp_fn,
@@ -120,32 +142,51 @@ def _chees(logp_fn, transform, settings: SampleSettings, tick):
             CHEES_INITIAL_STEP_SIZE,
             optax.adam(CHEES_LEARNING_RATE),
             settings.tune,
+            # Its jitter sequence spans warm-up and this many draws without repeating
+            # (BlackJAX's default is 1,000).
+            max_sampling_steps=max(settings.draws, settings.max_draws or 0, 1000),
         )
-        kernel = blackjax.dynamic_hmc(logp_fn, **parameters).step
+        functions.update({name: f for name, f in parameters.items() if callable(f)})
+        arrays = {name: value for name, value in parameters.items() if not callable(value)}
+        return states, arrays, draw_key
 
-        def one_draw(states, key):
-            tick()
-            states, info = jax.vmap(kernel)(jax.random.split(key, settings.chains), states)
-            stats = {
-                "lp": states.logdensity,
-                "step_size": jax.numpy.full(settings.chains, parameters["step_size"]),
-                "n_steps": info.num_integration_steps,
-                "acceptance_rate": info.acceptance_rate,
-                "diverging": info.is_divergent,
-                "energy": info.energy,
-            }
-            return states, (jax.vmap(transform)(states.position), stats)
+    def draws(n: int):
+        def ensemble(carry, block):
+            states, parameters, draw_key = carry
+            kernel = blackjax.dynamic_hmc(logp_fn, **parameters, **functions).step
 
-        keys = jax.random.split(draw_key, settings.draws)
-        draws = jax.lax.scan(one_draw, states, keys)[1]
-        # (draw, chain, ...) to (chain, draw, ...)
-        return jax.tree.map(lambda x: jax.numpy.swapaxes(x, 0, 1), draws)
+            def one_draw(states, key):
+                tick()
+                states, info = jax.vmap(kernel)(jax.random.split(key, settings.chains), states)
+                stats = {
+                    "lp": states.logdensity,
+                    "step_size": jax.numpy.full(settings.chains, parameters["step_size"]),
+                    "n_steps": info.num_integration_steps,
+                    "acceptance_rate": info.acceptance_rate,
+                    "diverging": info.is_divergent,
+                    "energy": info.energy,
+                }
+                return states, (jax.vmap(transform)(states.position), stats)
 
-    return ensemble
+            states, drawn = jax.lax.scan(one_draw, states, _block_keys(draw_key, block, n))
+            # (draw, chain, ...) to (chain, draw, ...)
+            drawn = jax.tree.map(lambda x: jax.numpy.swapaxes(x, 0, 1), drawn)
+            return (states, parameters, draw_key), drawn
+
+        return ensemble
+
+    return warm_up, draws
 
 
-def sample(model, settings: SampleSettings) -> dict[str, Any]:
+def sample(model, settings: SampleSettings, started: float | None = None) -> dict[str, Any]:
     """Sample ``model`` with ``settings.sampler``: ``"blackjax"`` or ``"chees"``.
+
+    Parameters
+    ----------
+    model : pymc.Model
+    settings : SampleSettings
+    started : float, optional
+        When the worker took the job, as :func:`pymc_modal.worker.blocks.run` takes it.
 
     Returns
     -------
@@ -167,24 +208,36 @@ def sample(model, settings: SampleSettings) -> dict[str, Any]:
     positions = jax.vmap(lambda *point: ravel_pytree(list(point))[0])(*points)
     build = _low_rank_nuts if settings.sampler == "blackjax" else _chees
     bar = _progress_bar(settings)
-    run = build(
+    warm_up_fn, draws = build(
         lambda x: logp_fn(unravel(x)),
         lambda x: graph.fn(*unravel(x)),
         settings,
         (lambda: jax.debug.callback(bar.update)) if bar else (lambda: None),
     )
     keys = jax.random.split(jax.random.PRNGKey(settings.seed), settings.chains)
+    carry = None
+    jitted: dict[int, Any] = {}  # the draws' program by block size
+    drawn_blocks = 0
 
-    start = time.perf_counter()
-    run = jax.jit(run).lower(keys, positions).compile()
-    compile_seconds = time.perf_counter() - start
-    if bar:
-        bar.reset()  # its rate and time left count from here, not from compiling
-    start = time.perf_counter()
-    values, stats = jax.block_until_ready(run(keys, positions))
-    sample_seconds = time.perf_counter() - start
-    if bar:
-        bar.close()
+    def warm_up() -> None:
+        nonlocal carry
+        run = jax.jit(warm_up_fn).lower(keys, positions).compile()
+        if bar:
+            bar.reset()  # its rate and time left count from here, not from compiling
+        carry = jax.block_until_ready(run(keys, positions))
 
-    seconds = {"compile": compile_seconds, "sample": sample_seconds}
-    return answer(settings, graph, values, stats, seconds)
+    def draw(n: int) -> blocks.Draw:
+        nonlocal carry, drawn_blocks
+        if n not in jitted:
+            jitted[n] = jax.jit(draws(n))
+        if bar and drawn_blocks:
+            bar.total += n  # one bar over warm-up and every block
+        carry, (values, stats) = jitted[n](carry, drawn_blocks)
+        drawn_blocks += 1
+        return [np.asarray(v) for v in values], {k: np.asarray(v) for k, v in stats.items()}
+
+    try:
+        return blocks.run(settings, graph, warm_up, draw, started)
+    finally:
+        if bar:
+            bar.close()

@@ -31,7 +31,12 @@ def initial_points(model, settings: SampleSettings, logp_fn) -> list:
 
 
 def answer(
-    settings: SampleSettings, returned: Returned, values, sample_stats, seconds
+    settings: SampleSettings,
+    returned: Returned,
+    values,
+    sample_stats,
+    seconds,
+    convergence: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A run's answer from its device arrays, each shaped (chain, draw, ...).
 
@@ -47,13 +52,16 @@ def answer(
         The per-draw statistics, by PyMC's names.
     seconds : dict of str to float
         The compile and sample times.
+    convergence : dict, optional
+        For a run sampled to a target, why it stopped and what it reached.
 
     Returns
     -------
     dict
         ``posterior``, ``sample_stats`` and ``log_likelihood`` (or None): dicts
         of numpy arrays; ``attrs``: PyMC's posterior attributes; ``seconds``:
-        compile, sample and postprocess times; ``device``: the JAX device.
+        compile, sample and postprocess times; ``device``: the JAX device;
+        ``convergence``: as given.
     """
     start = time.perf_counter()
     kept = returned.kept
@@ -75,4 +83,5 @@ def answer(
         },
         "seconds": seconds,
         "device": f"{device.platform}: {device.device_kind}",
+        "convergence": convergence,
     }

@@ -2,43 +2,26 @@
 
 This is ``pymc.sampling.jax.sample_jax_nuts(nuts_sampler="numpyro")`` with the
 result left as plain arrays for the client to wrap, and each draw reduced on
-the device to the variables the result keeps as it is collected. It times
-JAX's compilation apart from sampling (tuning and drawing together: the loop
-reports nothing to the host, see :class:`Sampler`). The draws are those PyMC
-itself would give for the same seed.
+the device to the variables the result keeps as it is collected. NumPyro's
+``MCMC.warmup`` then ``MCMC.run`` from the warmed-up state draw what one
+``MCMC.run`` draws, so the first block's draws are those PyMC itself would
+give for the same seed; each further block goes on from the last one's state
+(:mod:`pymc_modal.worker.blocks`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any
 
 import jax
+import numpy as np
 
 from pymc_modal.job import EXTRA_FIELDS, Returned, SampleSettings, returned
-from pymc_modal.worker.chains import answer, initial_points
+from pymc_modal.worker import blocks
+from pymc_modal.worker.chains import initial_points
 
 __all__ = ["Sampler", "compile_sampler", "sample"]
-
-_COMPILE_EVENTS = frozenset(
-    {
-        "/jax/core/compile/jaxpr_trace_duration",
-        "/jax/core/compile/jaxpr_to_mlir_module_duration",
-        "/jax/core/compile/backend_compile_duration",
-    }
-)
-
-
-class _CompileClock:
-    """Sum of the seconds JAX reports spending on tracing, lowering and compiling."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-
-    def __call__(self, event: str, duration: float, **_: Any) -> None:
-        if event in _COMPILE_EVENTS:
-            self.seconds += duration
 
 
 @dataclasses.dataclass
@@ -47,7 +30,7 @@ class Sampler:
 
     Running it again for a model with the same log density and settings (but
     for ``seed``, ``initvals`` and ``jitter``) skips PyMC's conversion to JAX.
-    NumPyro traces its loop anew on every run; with JAX's persistent
+    NumPyro traces its loop anew on every run and block; with JAX's persistent
     compilation cache the XLA compilation is skipped too, which is why the
     loop reports nothing to the host (a program with host callbacks is never
     cached).
@@ -84,7 +67,9 @@ def compile_sampler(model, settings: SampleSettings) -> Sampler:
     return Sampler(logp_fn, graph, mcmc)
 
 
-def sample(model, settings: SampleSettings, sampler: Sampler | None = None) -> dict[str, Any]:
+def sample(
+    model, settings: SampleSettings, sampler: Sampler | None = None, started: float | None = None
+) -> dict[str, Any]:
     """Sample ``model`` with NumPyro NUTS as ``pm.sample(nuts_sampler="numpyro")`` would.
 
     Parameters
@@ -94,6 +79,8 @@ def sample(model, settings: SampleSettings, sampler: Sampler | None = None) -> d
     sampler : Sampler, optional
         This model's sampler from an earlier run with equal settings but for
         ``seed``, ``initvals`` and ``jitter``; by default one is compiled.
+    started : float, optional
+        When the worker took the job, as :func:`pymc_modal.worker.blocks.run` takes it.
 
     Returns
     -------
@@ -110,15 +97,16 @@ def sample(model, settings: SampleSettings, sampler: Sampler | None = None) -> d
     if settings.chains > 1:
         key = jax.random.split(key, settings.chains)
 
-    clock = _CompileClock()
-    jax.monitoring.register_event_duration_secs_listener(clock)
-    try:
-        start = time.perf_counter()
-        mcmc.run(key, init_params=points, extra_fields=EXTRA_FIELDS)
-        jax.block_until_ready(mcmc.last_state)
-        end = time.perf_counter()
-    finally:
-        jax.monitoring.unregister_event_duration_listener(clock)
-    seconds = {"compile": clock.seconds, "sample": max(0.0, end - start - clock.seconds)}
-    values = mcmc.get_samples(group_by_chain=True)
-    return answer(settings, sampler.returned, values, _numpyro_stats_to_dict(mcmc), seconds)
+    def warm_up() -> None:
+        mcmc.warmup(key, init_params=points)
+        jax.block_until_ready(mcmc.post_warmup_state)
+
+    def draw(n: int) -> blocks.Draw:
+        mcmc.num_samples = n
+        mcmc.run(mcmc.post_warmup_state.rng_key, extra_fields=EXTRA_FIELDS)
+        mcmc.post_warmup_state = mcmc.last_state
+        values = [np.asarray(value) for value in mcmc.get_samples(group_by_chain=True)]
+        stats = {name: np.asarray(v) for name, v in _numpyro_stats_to_dict(mcmc).items()}
+        return values, stats
+
+    return blocks.run(settings, sampler.returned, warm_up, draw, started)
