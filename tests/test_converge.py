@@ -104,7 +104,7 @@ def test_a_met_target_stops_and_records_how_close_the_first_forecast_came(settin
 
 def test_a_run_to_the_target_returns_every_block_and_how_close_its_forecast_came(model, caplog):
     with caplog.at_level("INFO", logger="pymc_modal"):
-        found = pymc_modal.sample(model=model, draws=60, chains=2, target_ess=300, **QUICK)
+        found = pymc_modal.sample(model=model, draws=100, chains=2, target_ess=300, **QUICK)
 
     attrs = found.attrs
     assert attrs["pymc_modal_stop_reason"] == "target"
@@ -112,7 +112,7 @@ def test_a_run_to_the_target_returns_every_block_and_how_close_its_forecast_came
     assert (
         found.posterior.sizes["draw"]
         == attrs["pymc_modal_draws"]
-        == 60 * attrs["pymc_modal_blocks"]
+        == 100 * attrs["pymc_modal_blocks"]
     )
     assert found.sample_stats.sizes["draw"] == attrs["pymc_modal_draws"]
     assert min(attrs["pymc_modal_min_ess_bulk"], attrs["pymc_modal_min_ess_tail"]) >= 300
