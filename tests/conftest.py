@@ -7,8 +7,6 @@ import numpy as np
 import pymc as pm
 import pytest
 
-from pymc_modal.worker import use_compilation_cache
-
 # Point Modal at an empty config before anything imports modal.config, so no
 # test can find real credentials or reach Modal's servers.
 _EMPTY_MODAL_CONFIG = Path(tempfile.mkdtemp(prefix="pymc-modal-tests-"), "modal.toml")
@@ -18,10 +16,8 @@ os.environ["MODAL_CONFIG_PATH"] = str(_EMPTY_MODAL_CONFIG)
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="pymc-modal-tests-cache-")
 
 
-# JAX's compiled programs, keyed by the program itself, are shared by the session's tests,
-# in this process and in the worker processes it starts.
+# JAX's compiled programs, keyed by the program itself, are shared by the session's tests.
 _JAX_CACHE = Path(tempfile.mkdtemp(prefix="pymc-modal-tests-jax-"))
-use_compilation_cache(_JAX_CACHE)
 
 
 @pytest.fixture(autouse=True)
