@@ -403,14 +403,14 @@ def test_the_jax_cache_is_capped(tmp_path):
 
     from pymc_modal import worker
 
-    before = jax.config.jax_compilation_cache_max_size
+    before = jax.config.jax_compilation_cache_dir, jax.config.jax_compilation_cache_max_size
     try:
-        worker.use_compilation_cache(
-            "/tmp/unused-cache", max_bytes=modal_backend.JAX_CACHE_MAX_BYTES
-        )
+        worker.use_compilation_cache(tmp_path, max_bytes=modal_backend.JAX_CACHE_MAX_BYTES)
         assert jax.config.jax_compilation_cache_max_size == modal_backend.JAX_CACHE_MAX_BYTES
     finally:
-        jax.config.update("jax_compilation_cache_max_size", before)
+        # Left set, it would have the test process write every program it compiles to disk.
+        jax.config.update("jax_compilation_cache_dir", before[0])
+        jax.config.update("jax_compilation_cache_max_size", before[1])
 
 
 def test_cost_for_a_gpu_and_duration():
