@@ -219,7 +219,8 @@ def run(
         while size:
             compiled, began = clock.seconds, time.perf_counter()
             blocks.append(draw(size))
-            seconds = time.perf_counter() - began - (clock.seconds - compiled)
+            # Nested compile events can add up to more than a tiny block's wall time.
+            seconds = max(1e-6, time.perf_counter() - began - (clock.seconds - compiled))
             if watch is None:
                 break
             posterior = {
