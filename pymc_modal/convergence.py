@@ -13,10 +13,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["STOP_REASONS", "Diagnostics", "diagnose", "format_seconds"]
-
-# Why a run sampled to a target stopped: the target, or the cap named.
-STOP_REASONS = ("target", "max_cost", "max_seconds", "max_draws")
+__all__ = ["Diagnostics", "diagnose", "format_seconds"]
 
 
 @dataclasses.dataclass(frozen=True)
