@@ -50,12 +50,56 @@ _UNSUPPORTED = {
 _FIXED = {"discard_tuned_samples": True, "return_inferencedata": True}
 # Keys of nuts_sampler_kwargs (or nuts=) that go to the sampling driver, not the NUTS kernel.
 _DRIVER_OPTIONS = {
-    "jitter": None,
-    "keep_untransformed": None,
+    "jitter": (True, False),
+    "keep_untransformed": (True, False),
     "chain_method": ("parallel", "vectorized", "sequential"),
 }
 # Options of PyMC's JAX path that place a post-processing step this path does not have.
 _NO_EFFECT = ("postprocessing_backend", "postprocessing_vectorize", "postprocessing_chunks")
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def _count(name: str, value, least: int, what: str, example: int) -> int:
+    """``value`` as an int if it is a whole number of at least ``least``; else refused."""
+    if not _is_whole(value) or value < least:
+        raise InvalidOptionError(
+            f"{name}={value!r}: pass a whole number of {what}, such as {name}={example}."
+        )
+    return int(value)
+
+
+def _max_tree_depth(value) -> bool:
+    pair = isinstance(value, tuple) and len(value) == 2
+    return all(_is_whole(d) and d >= 1 for d in value) if pair else _is_whole(value) and value >= 1
+
+
+# Checks of the values of NumPyro NUTS options that NumPyro itself only meets on the worker.
+_KERNEL_VALUES = {
+    "max_tree_depth": (
+        _max_tree_depth,
+        "a positive whole number of tree doublings (the default is 10), or a pair of them "
+        "for warm-up and sampling",
+    ),
+    "step_size": (lambda v: _is_number(v) and 0 < v < np.inf, "a positive number"),
+    **{
+        name: (lambda v: isinstance(v, bool | np.bool_), "True or False")
+        for name in (
+            "adapt_step_size",
+            "adapt_mass_matrix",
+            "dense_mass",
+            "find_heuristic_step_size",
+            "forward_mode_differentiation",
+            "regularize_mass_matrix",
+        )
+    },
+}
 
 
 def _closest(name: str, valid) -> str:
@@ -134,11 +178,20 @@ def _sampler_options(
             f"{', '.join(sorted(_kernel_options()))}."
         )
     for name, allowed in _DRIVER_OPTIONS.items():
-        if allowed is not None and name in driver and driver[name] not in allowed:
+        if name in driver and driver[name] not in allowed:
             raise InvalidOptionError(
                 f"{name}={driver[name]!r} is not one of {', '.join(map(repr, allowed))}."
             )
-    return (0.8 if target_accept is None else target_accept), {**driver, "nuts_kwargs": kernel}
+    for name, (valid, what) in _KERNEL_VALUES.items():
+        if name in kernel and not valid(kernel[name]):
+            raise InvalidOptionError(f"NUTS option {name}={kernel[name]!r}: pass {what}.")
+    target_accept = 0.8 if target_accept is None else target_accept
+    if not _is_number(target_accept) or not 0 < target_accept < 1:
+        raise InvalidOptionError(
+            f"target_accept={target_accept!r}: pass the acceptance rate to aim at, a "
+            "probability between 0 and 1 such as the default 0.8 (0.95 for hard posteriors)."
+        )
+    return float(target_accept), {**driver, "nuts_kwargs": kernel}
 
 
 def _check_sampler(sampler: str, chains: int, driver: dict[str, Any]) -> None:
@@ -156,14 +209,6 @@ def _check_sampler(sampler: str, chains: int, driver: dict[str, Any]) -> None:
             "sampler='chees' adapts from an ensemble of chains; pass chains=16 or more "
             "(64 or more on a GPU)."
         )
-
-
-def _is_whole(value) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 def _target_settings(
@@ -193,11 +238,6 @@ def _target_settings(
         raise InvalidOptionError(
             f"target_ess={target_ess!r}: pass a positive whole number of effective draws, "
             "such as target_ess=400."
-        )
-    if not _is_whole(draws) or draws < 1:
-        raise InvalidOptionError(
-            f"draws={draws!r}: with target_ess, draws is the size of each block of draws "
-            "between checks; pass a positive whole number, such as draws=500."
         )
     if max_rhat is not None and (not _is_number(max_rhat) or not max_rhat > 1):
         raise InvalidOptionError(
@@ -403,7 +443,17 @@ def prepare(**arguments: Any) -> pipeline.Call:
     given = types.SimpleNamespace(**bound.arguments)
     _refuse_unsupported(dict(given.kwargs), given.nuts_sampler)
     model = modelcontext(given.model)
-    chains = max(2, min(4, _cpu_count())) if given.chains is None else given.chains
+    draws = _count("draws", given.draws, 1, "draws per chain (with target_ess, per block)", 1000)
+    tune = _count("tune", given.tune, 0, "tuning steps per chain, 0 or more", 1000)
+    if given.chains is None:
+        chains = max(2, min(4, _cpu_count()))
+    else:
+        chains = _count("chains", given.chains, 1, "chains", 4)
+    if isinstance(given.var_names, str):
+        raise InvalidOptionError(
+            f"var_names={given.var_names!r}: pass a list of names, such as "
+            f"var_names=[{given.var_names!r}]."
+        )
     idata_kwargs = dict(given.idata_kwargs or {})
     target_accept, driver = _sampler_options(
         given.nuts_sampler_kwargs, given.nuts, given.target_accept
@@ -413,7 +463,7 @@ def prepare(**arguments: Any) -> pipeline.Call:
     )
     _check_sampler(options.sampler, chains, driver)
     target = _target_settings(
-        given.draws,
+        draws,
         given.target_ess,
         given.max_rhat,
         given.max_draws,
@@ -421,8 +471,8 @@ def prepare(**arguments: Any) -> pipeline.Call:
         given.max_cost,
     )
     settings = SampleSettings(
-        draws=given.draws,
-        tune=given.tune,
+        draws=draws,
+        tune=tune,
         chains=chains,
         target_accept=target_accept,
         seed=_jax_seed(given.random_seed, chains),

@@ -100,7 +100,10 @@ class Options:
             raise InvalidOptionError(
                 f"retries={self.retries!r} must be an integer from 0 to {MAX_RETRIES}."
             )
-        gpus = self.gpu.split(",") if isinstance(self.gpu, str) else list(self.gpu)
+        if isinstance(self.gpu, str):
+            gpus = self.gpu.split(",")
+        else:
+            gpus = list(self.gpu) if isinstance(self.gpu, list | tuple) else [self.gpu]
         if not gpus:
             raise InvalidOptionError("gpu=[] names no GPU; give at least one GPU type.")
         for spec in gpus:

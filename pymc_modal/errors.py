@@ -8,6 +8,7 @@ caller can catch exactly the failure it expects. All derive from
 __all__ = [
     "DiscreteVariablesError",
     "GpuNotFoundError",
+    "InitialPointError",
     "InvalidOptionError",
     "JaxConversionError",
     "MissingCredentialsError",
@@ -50,6 +51,10 @@ class UnknownVarNamesError(PymcModalError, ValueError):
 
 class JaxConversionError(PymcModalError, ValueError):
     """PyMC could not turn the model into a JAX function."""
+
+
+class InitialPointError(PymcModalError, RuntimeError):
+    """The log density is not finite where a chain would start (PyMC's ``SamplingError``)."""
 
 
 class ResultTooLargeError(PymcModalError, ValueError):

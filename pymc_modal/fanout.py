@@ -46,8 +46,7 @@ def split(settings: SampleSettings, workers: int) -> list[SampleSettings]:
     Raises
     ------
     InvalidOptionError
-        If there are more workers than chains, or ``initvals`` is a list whose
-        length is not the number of chains.
+        If there are more workers than chains.
     """
     if workers == 1:
         return [settings]
@@ -58,11 +57,6 @@ def split(settings: SampleSettings, workers: int) -> list[SampleSettings]:
         )
     initvals = settings.initvals
     per_chain = isinstance(initvals, list | tuple)
-    if per_chain and len(initvals) != settings.chains:
-        raise InvalidOptionError(
-            f"initvals has {len(initvals)} entries for {settings.chains} chains; give one "
-            "dict per chain, or one dict for all."
-        )
     seeds = np.random.SeedSequence(settings.seed).spawn(workers)
     shares = np.array_split(np.arange(settings.chains), workers)
     return [

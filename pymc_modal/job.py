@@ -92,17 +92,16 @@ class ForwardSettings:
     groups : dict of str to xarray.Dataset
         The trace's ``posterior`` and, where it has them, ``constant_data``
         and ``observed_data`` (PyMC compares them with the model's data).
-    var_names : list of str, optional
-    random_seed : optional
-        As ``pm.sample_posterior_predictive`` takes it.
+    kwargs : dict
+        The other arguments of PyMC's function of that name, as the caller
+        gave them (``var_names``, ``random_seed``, ``predictions``, ...).
     float_x : str
         The client's ``pytensor.config.floatX``.
     """
 
     kind: str
     groups: dict[str, Any]
-    var_names: Sequence[str] | None
-    random_seed: Any
+    kwargs: dict[str, Any]
     float_x: str
 
 

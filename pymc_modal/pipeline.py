@@ -111,6 +111,7 @@ def check(call: Call) -> None:
     if call.settings.target_ess is not None:
         call.settings = _bounded(call)
     call.shares = fanout.split(call.settings, call.options.workers)
+    preflight.check_start(call.model, call.shares)
     where = call.backend.where(call.options)
     call.key = store.key(call.checked.fingerprint, call.shares, where)
     call.context = result.context(call.model, call.idata_kwargs)
@@ -181,7 +182,7 @@ def stored(call: Call):
             attrs[store.STORED_AT],
             attrs["pymc_modal_where"],
         )
-    raw = fanout.merge([payload.decode_result(answer, "") for answer in answers])
+    raw = fanout.merge(answers)
     return _checked(call, result.wrap(raw, call.context, attrs))
 
 

@@ -1,14 +1,16 @@
 """The rest of the workflow on a worker: posterior predictive draws and pointwise log-likelihood.
 
 ``pymc_modal.sample_posterior_predictive`` and
-``pymc_modal.compute_log_likelihood`` take what their PyMC namesakes take (or
-a detached run's id), ship the model and the posterior to a worker (the data
-blobs are already stored there if the model was sampled there), run PyMC's
-own function on the worker's device, and return what PyMC returns.
+``pymc_modal.compute_log_likelihood`` take what their PyMC namesakes take on
+the installed PyMC (checked against its signatures), or a detached run's id,
+ship the model and the posterior to a worker (the data blobs are already
+stored there if the model was sampled there), run PyMC's own function with
+those arguments on the worker's device, and return what PyMC returns.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -21,7 +23,7 @@ from pymc.model import modelcontext
 from pymc_modal import pipeline, runs
 from pymc_modal._compat import add_group, extend, groups_of
 from pymc_modal.config import resolve
-from pymc_modal.errors import ResultTooLargeError
+from pymc_modal.errors import ResultTooLargeError, UnsupportedArgumentError
 from pymc_modal.job import ForwardSettings
 
 __all__ = ["compute_log_likelihood", "sample_posterior_predictive"]
@@ -46,20 +48,40 @@ def _check_size(model, groups: dict[str, Any], var_names, max_result_bytes: int)
         )
 
 
-def _run(kind: str, trace, model, var_names, random_seed, backend, gpu, quiet: bool):
-    """Check one forward job, hand it to the pipeline, and return the trace and the values."""
+def _run(kind: str, trace, model, kwargs: dict[str, Any], backend, gpu, quiet: bool):
+    """Check one forward job, hand it to the pipeline, and return the trace and PyMC's answer."""
+    import pymc as pm
+
+    function = {
+        "posterior_predictive": pm.sample_posterior_predictive,
+        "log_likelihood": pm.compute_log_likelihood,
+    }[kind]
+    name = function.__name__
+    try:
+        inspect.signature(function).bind(trace, model=model, **kwargs)
+    except TypeError as exc:
+        raise UnsupportedArgumentError(
+            f"pymc_modal.{name} takes what pm.{name} takes on PyMC {pm.__version__}, "
+            f"and backend, gpu and quiet: {exc}."
+        ) from exc
+    if kwargs.get("compile_kwargs") is not None:
+        raise UnsupportedArgumentError(
+            f"pymc_modal.{name} does not take compile_kwargs=: the worker compiles the model "
+            "with PyMC's JAX backend for its own device."
+        )
+    kwargs = {name: value for name, value in kwargs.items() if name != "compile_kwargs"}
+    if quiet:
+        kwargs["progressbar"] = False
     if isinstance(trace, str | runs.Run):
         trace = runs.fetch(trace if isinstance(trace, str) else trace.id)
     model = modelcontext(model)
     options = resolve(backend=backend, gpu=gpu)
     groups = groups_of(trace, _SHIPPED_GROUPS)
+    var_names = kwargs.get("var_names")
+    var_names = [var_names] if isinstance(var_names, str) else var_names
     _check_size(model, groups, var_names, options.max_result_bytes)
     settings = ForwardSettings(
-        kind=kind,
-        groups=groups,
-        var_names=None if var_names is None else list(var_names),
-        random_seed=random_seed,
-        float_x=pytensor.config.floatX,
+        kind=kind, groups=groups, kwargs=kwargs, float_x=pytensor.config.floatX
     )
     return trace, pipeline.forward(pipeline.Call(model, settings, options, quiet))
 
@@ -67,19 +89,19 @@ def _run(kind: str, trace, model, var_names, random_seed, backend, gpu, quiet: b
 def sample_posterior_predictive(
     trace,
     model=None,
-    var_names: Sequence[str] | None = None,
-    random_seed=None,
-    extend_inferencedata: bool = False,
-    idata_kwargs: dict[str, Any] | None = None,
     *,
+    extend_inferencedata: bool = False,
     backend: str | None = None,
     gpu: str | Sequence[str] | None = None,
     quiet: bool = False,
+    **kwargs: Any,
 ):
     """Draw from the posterior predictive on a worker, as ``pm.sample_posterior_predictive``.
 
-    The draws are those of ``pm.sample_posterior_predictive(...,
-    compile_kwargs={"mode": "JAX"})`` for the same ``random_seed``.
+    Takes every argument ``pm.sample_posterior_predictive`` takes on the
+    installed PyMC (by keyword), and returns what it returns: the draws are
+    those of ``pm.sample_posterior_predictive(..., compile_kwargs={"mode":
+    "JAX"})`` for the same ``random_seed``.
 
     Parameters
     ----------
@@ -88,60 +110,57 @@ def sample_posterior_predictive(
         detached run's id or handle, fetched first.
     model : pymc.Model, optional
         By default the one in the enclosing ``with`` block.
-    var_names : list of str, optional
-        As for ``pm.sample_posterior_predictive``.
-    random_seed : int or numpy.random.Generator, optional
     extend_inferencedata : bool, default False
-        Add the group to ``trace`` and return it.
-    idata_kwargs : dict, optional
-        As for ``pm.sample_posterior_predictive``.
+        Add the new group(s) to ``trace`` and return it.
     backend, gpu : optional
-        Where to compute, as for :func:`pymc_modal.sample`.
+        Where to compute, as for :func:`pymc_modal.sample` (so PyMC 6's own
+        ``backend``, a compile backend, is not taken: the worker compiles to
+        JAX).
     quiet : bool, default False
-        Say nothing.
+        Say nothing, and show no progress bar.
+    **kwargs
+        The other arguments of ``pm.sample_posterior_predictive``:
+        ``var_names``, ``random_seed``, ``predictions``, ``sample_dims``,
+        ``return_inferencedata``, ``idata_kwargs``, ``progressbar``, ...
 
     Returns
     -------
-    arviz.InferenceData or xarray.DataTree
+    arviz.InferenceData, xarray.DataTree or dict
         What ``pm.sample_posterior_predictive`` returns.
 
     Raises
     ------
+    pymc_modal.errors.UnsupportedArgumentError
+        For an argument PyMC's function does not take, or ``compile_kwargs``.
     pymc_modal.errors.ResultTooLargeError
         Before shipping, if the draws would be over ``max_result_bytes``.
     """
-    import pymc as pm
-
-    trace, values = _run(
-        "posterior_predictive", trace, model, var_names, random_seed, backend, gpu, quiet
-    )
-    kwargs = {"model": modelcontext(model), **(idata_kwargs or {})}
-    kwargs.setdefault("sample_dims", ["chain", "draw"])
-    predictive = pm.to_inference_data(posterior_predictive=values, **kwargs)
-    if not extend_inferencedata:
-        return predictive
-    extend(trace, predictive)
+    trace, values = _run("posterior_predictive", trace, model, kwargs, backend, gpu, quiet)
+    if not extend_inferencedata or isinstance(values, dict):
+        return values
+    extend(trace, values)
     return trace
 
 
 def compute_log_likelihood(
     idata,
     *,
-    var_names: Sequence[str] | None = None,
     extend_inferencedata: bool = True,
     model=None,
     backend: str | None = None,
     gpu: str | Sequence[str] | None = None,
     quiet: bool = False,
+    **kwargs: Any,
 ):
     """Compute the pointwise log-likelihood on a worker, as ``pm.compute_log_likelihood``.
+
+    Takes every argument ``pm.compute_log_likelihood`` takes on the installed
+    PyMC, and returns what it returns.
 
     Parameters
     ----------
     idata : arviz.InferenceData, xarray.DataTree, str or Run
         A result with a posterior, or a detached run's id or handle.
-    var_names : list of str, optional
-        Observed variables; all by default.
     extend_inferencedata : bool, default True
         Add a ``log_likelihood`` group to ``idata`` and return it; else return
         the group's Dataset.
@@ -149,13 +168,21 @@ def compute_log_likelihood(
         By default the one in the enclosing ``with`` block.
     backend, gpu, quiet : optional
         As for :func:`sample_posterior_predictive`.
+    **kwargs
+        The other arguments of ``pm.compute_log_likelihood``: ``var_names``,
+        ``sample_dims``, ``progressbar``.
 
     Returns
     -------
     arviz.InferenceData, xarray.DataTree or xarray.Dataset
         What ``pm.compute_log_likelihood`` returns.
+
+    Raises
+    ------
+    pymc_modal.errors.UnsupportedArgumentError
+        For an argument PyMC's function does not take, or ``compile_kwargs``.
     """
-    idata, dataset = _run("log_likelihood", idata, model, var_names, None, backend, gpu, quiet)
+    idata, dataset = _run("log_likelihood", idata, model, kwargs, backend, gpu, quiet)
     if not extend_inferencedata:
         return dataset
     add_group(idata, "log_likelihood", dataset)

@@ -2,7 +2,8 @@
 
 A job that can be seen to fail here must not start a paid GPU: a model with
 nothing to sample or with discrete variables, unknown ``var_names``, a graph
-PyMC cannot turn into JAX, or a result too large to bring back.
+PyMC cannot turn into JAX, a result too large to bring back, ``initvals``
+PyMC cannot apply, or a start where the log density is not finite.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import hashlib
 import math
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import jax
 import numpy as np
 
 from pymc_modal.errors import (
     DiscreteVariablesError,
+    InitialPointError,
+    InvalidOptionError,
     JaxConversionError,
     NoFreeVariablesError,
     ResultTooLargeError,
@@ -27,7 +30,7 @@ from pymc_modal.errors import (
 )
 from pymc_modal.job import EXTRA_FIELDS, FLOAT64_TRUNCATION, SampleSettings, returned
 
-__all__ = ["Checked", "check", "draw_bytes"]
+__all__ = ["Checked", "check", "check_start", "draw_bytes"]
 
 
 def _format_bytes(n: float) -> str:
@@ -172,6 +175,7 @@ def check(model, settings: SampleSettings, max_result_bytes: int) -> Checked:
         The estimated size of the result and the job's fingerprint.
     """
     _check_variables(model, settings)
+    _check_initvals(model, settings.initvals, settings.chains)
     checked = _jaxify(model, settings)
     size = checked.result_bytes
     if size > max_result_bytes:
@@ -183,3 +187,94 @@ def check(model, settings: SampleSettings, max_result_bytes: int) -> Checked:
             "to allow it anyway, raise pymc_modal.options(max_result_bytes=...)."
         )
     return checked
+
+
+def _check_initvals(model, initvals, chains: int) -> None:
+    """Refuse ``initvals`` that are not dicts of the model's free variables, one per chain."""
+    if initvals is None:
+        return
+    per_chain = [initvals] if isinstance(initvals, dict) else initvals
+    if not isinstance(per_chain, list | tuple) or not all(
+        isinstance(one, dict | None) for one in per_chain
+    ):
+        raise InvalidOptionError(
+            f"initvals={initvals!r}: pass a dict of initial values by variable name, "
+            "such as initvals={'mu': 0.0}, or a list of such dicts, one per chain."
+        )
+    if per_chain is initvals and len(initvals) != chains:
+        raise InvalidOptionError(
+            f"initvals has {len(initvals)} entries for {chains} chains; give one dict per "
+            "chain, or one dict for all."
+        )
+    free = [rv.name for rv in model.free_RVs]
+    valid = {*free, *(value.name for value in model.value_vars)}
+    shapes = None
+    for one in per_chain:
+        named = {getattr(key, "name", key): value for key, value in (one or {}).items()}
+        unknown = [name for name in named if name not in valid]
+        if unknown:
+            raise InvalidOptionError(
+                f"initvals has {', '.join(map(repr, unknown))}, which the model does not "
+                f"sample. Choose among: {', '.join(free)}."
+            )
+        for name, value in named.items():
+            if value is None or isinstance(value, str):
+                continue
+            shapes = shapes or {n: tuple(map(int, s)) for n, s in model.eval_rv_shapes().items()}
+            if np.shape(value) != shapes[name]:
+                raise InvalidOptionError(
+                    f"initvals[{name!r}] has shape {np.shape(value)}, but {name} has shape "
+                    f"{shapes[name]}: give it a value of that shape."
+                )
+
+
+def check_start(model, shares: Sequence[SampleSettings]) -> None:
+    """Refuse a start the workers could not sample from, as PyMC itself would refuse it.
+
+    Each worker's chains start at PyMC's initial points for its seed and
+    ``initvals``, jittered and retried as PyMC's JAX path does; each is
+    evaluated here, compiled without a C compiler or a JAX device.
+
+    Raises
+    ------
+    InvalidOptionError
+        For ``initvals`` PyMC cannot apply (an unknown strategy, say).
+    InitialPointError
+        Where the log density is not finite at a chain's start, with PyMC's
+        report of each variable's log density there.
+    """
+    import pytensor
+    from pymc.exceptions import SamplingError
+    from pymc.sampling.mcmc import _init_jitter
+    from pymc.util import _get_seeds_per_chain
+
+    with pytensor.config.change_flags(mode="FAST_COMPILE"):
+        logp = model.compile_logp()
+        for share in shares:
+            try:
+                points = _init_jitter(
+                    model,
+                    share.initvals,
+                    seeds=_get_seeds_per_chain(share.seed, share.chains),
+                    jitter=share.jitter,
+                    jitter_max_retries=10,
+                    logp_fn=logp,
+                )
+                if not share.jitter:  # _init_jitter evaluated the jittered starts.
+                    for point in points:
+                        if not np.isfinite(logp(point)):
+                            model.check_start_vals(point)
+            except SamplingError as exc:
+                raise InitialPointError(
+                    f"{exc}\nThe log density is not finite where a chain would start"
+                    f"{', after 10 tries of the jitter' if share.jitter else ''}. Pass "
+                    "initvals= with a value inside the support of each variable whose "
+                    "log density is -inf or nan above, or check the model with model.debug()."
+                ) from exc
+            except (TypeError, ValueError) as exc:
+                if share.initvals is None:
+                    raise
+                raise InvalidOptionError(
+                    f"initvals could not be applied: {exc}. Give each variable a value of "
+                    "its shape, or a strategy, 'support_point' or 'prior'."
+                ) from exc

@@ -24,6 +24,8 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import logging
+import os
 import pickle
 import secrets
 import shutil
@@ -56,6 +58,7 @@ __all__ = [
 
 # What a run's draws depend on; the progress bar does not count.
 FIELDS = [f for f in dataclasses.fields(SampleSettings) if f.name != "progressbar"]
+_log = logging.getLogger("pymc_modal")
 RESULT_FILE = "result.nc"
 RECORD_FILE = "record.json"
 # The attr that marks a result returned from the store: when it was first made.
@@ -104,20 +107,47 @@ def key(fingerprint: str, shares: Sequence[SampleSettings], where: str) -> str:
     return hashlib.sha256(json.dumps(described).encode()).hexdigest()
 
 
-def load(call_key: str) -> tuple[list[bytes], dict[str, Any]] | None:
-    """The stored answers and attrs under ``call_key``, or None if there are none."""
+def load(call_key: str) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+    """The stored answers (decoded) and attrs under ``call_key``, or None if there are none.
+
+    An entry that cannot be read is logged, naming its folder, and removed,
+    so that the call samples as if it were absent.
+    """
     folder = results_dir() / call_key
+    if not folder.is_dir():
+        return None
     try:
         attrs = json.loads((folder / "attrs.json").read_text())
         workers = range(attrs["pymc_modal_workers"])
-        answers = [answer_path(folder, i).read_bytes() for i in workers]
-    except FileNotFoundError:
+        answers = [payload.decode_result(answer_path(folder, i).read_bytes(), "") for i in workers]
+    except Exception as exc:
+        _log.warning(
+            "The stored result in %s could not be read (%s: %s); removed it, sampling anew.",
+            folder,
+            type(exc).__name__,
+            exc,
+        )
+        _remove(folder)
         return None
     return answers, attrs
 
 
+def _remove(folder: Path) -> None:
+    """Remove ``folder`` at once for readers: it is renamed aside, then deleted."""
+    aside = folder.with_name(f"{folder.name}.{os.getpid()}.removed")
+    try:
+        folder.rename(aside)
+    except FileNotFoundError:
+        return  # Another process removed it first.
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def save(call_key: str, answers: Sequence[bytes], attrs: dict[str, Any]) -> None:
-    """Store a call's answers and attrs under ``call_key``, unless any answer is a failure."""
+    """Store a call's answers and attrs under ``call_key``, unless any answer is a failure.
+
+    The entry is written beside its place and moved there whole, replacing
+    any entry under the same key (what ``refit=True`` sampled anew).
+    """
     if any(payload.answer_status(answer) != "ok" for answer in answers):
         return
     folder = results_dir() / call_key
@@ -129,8 +159,9 @@ def save(call_key: str, answers: Sequence[bytes], attrs: dict[str, Any]) -> None
             for i, answer in enumerate(answers):
                 answer_path(partial, i).write_bytes(answer)
             (partial / "attrs.json").write_text(json.dumps({**attrs, STORED_AT: made}))
+            _remove(folder)
     except OSError:
-        pass  # Another process stored the same call first; its answers are as good.
+        pass  # Another process stored the same call meanwhile; its answers are as good.
 
 
 def runs_dir() -> Path:

@@ -38,12 +38,6 @@ def test_more_workers_than_chains_is_refused_before_shipping(model, nothing_ship
         pymc_modal.sample(model=model, chains=2, workers=3, backend="local")
 
 
-def test_initvals_of_the_wrong_length_are_refused(settings):
-    run = dataclasses.replace(settings, chains=3, initvals=[{"mu": 0.0}] * 2)
-    with pytest.raises(InvalidOptionError, match="initvals has 2 entries for 3 chains"):
-        fanout.split(run, 2)
-
-
 def _answer(first_chain: int, chains: int, seconds: float, device: str = "gpu: H100") -> dict:
     values = np.arange(first_chain, first_chain + chains, dtype=float)[:, None] * np.ones((1, 4))
     return {

@@ -2,9 +2,13 @@
 
 import logging
 
+import jax
 import numpy as np
 import pymc as pm
+import pytensor.tensor as pt
 import pytest
+from pytensor.graph.op import Op
+from pytensor.link.jax.dispatch import jax_funcify
 
 import pymc_modal
 from pymc_modal.errors import InvalidOptionError
@@ -13,20 +17,44 @@ TINY = {"draws": 10, "tune": 10, "chains": 1, "random_seed": 3, "backend": "loca
 X = np.linspace(-1, 1, 20)
 
 
+class _Audited(Op):
+    """The data as they are; in JAX, a callback that refuses data holding a 7 as it runs."""
+
+    itypes = [pt.dvector]
+    otypes = [pt.dvector]
+
+    def perform(self, node, inputs, outputs):
+        outputs[0][0] = np.array(inputs[0])
+
+    def do_constant_folding(self, fgraph, node):
+        return False  # The data are constants once compiled; the callback must stay.
+
+
+def _refuse_sevens(x):
+    if (x == 7).any():
+        raise ValueError("a 7 in the data")
+    return x
+
+
+@jax_funcify.register(_Audited)
+def _audited_in_jax(op, **kwargs):
+    return lambda x: jax.pure_callback(_refuse_sevens, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
+
+
 def _regression(y=2.0 * X) -> pm.Model:
     with pm.Model() as model:
         x = pm.Data("x", X)
         y_data = pm.Data("y", y)
         slope = pm.Normal("slope", 0, 1)
-        pm.Normal("obs", slope * x, 1.0, observed=y_data)
+        pm.Normal("obs", slope * _Audited()(x), 1.0, observed=y_data)
     return model
 
 
 @pytest.mark.slow
 def test_datasets_are_fitted_like_sample_and_a_failure_keeps_the_others(caplog):
     model = _regression()
-    overflowing = {"x": np.full(20, 1e300)}  # passes the checks, fails on the worker
-    datasets = [{"y": 1.0 * X}, overflowing, {"y": -1.0 * X}]
+    sevens = {"x": np.full(20, 7.0)}  # passes the checks, fails on the worker
+    datasets = [{"y": 1.0 * X}, sevens, {"y": -1.0 * X}]
     with caplog.at_level(logging.INFO, logger="pymc_modal"):
         first, failed, third = pymc_modal.map(datasets, model=model, **TINY)
 

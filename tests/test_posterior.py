@@ -7,7 +7,7 @@ import xarray as xr
 
 import pymc_modal
 from pymc_modal._compat import PYMC_MAJOR
-from pymc_modal.errors import ResultTooLargeError
+from pymc_modal.errors import ResultTooLargeError, UnsupportedArgumentError
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,12 @@ def test_posterior_predictive_equals_pymc_with_jax(fitted):
 def test_log_likelihood_equals_pymc_and_extends_the_result(fitted):
     model, idata = fitted
     remote = pymc_modal.compute_log_likelihood(
-        idata, model=model, extend_inferencedata=False, backend="local"
+        idata,
+        model=model,
+        extend_inferencedata=False,
+        sample_dims=("chain", "draw"),
+        progressbar=False,
+        backend="local",
     )
     here = pm.compute_log_likelihood(
         idata, model=model, extend_inferencedata=False, progressbar=False
@@ -70,3 +75,45 @@ def test_a_result_too_large_is_refused_before_shipping(fitted, nothing_shipped):
         pytest.raises(ResultTooLargeError, match="Thin the posterior"),
     ):
         pymc_modal.sample_posterior_predictive(idata, model=model, backend="local")
+
+
+@pytest.mark.slow
+def test_predictions_extend_the_trace_as_pymc_does(fitted):
+    model, idata = fitted
+    same = {"random_seed": 3, "predictions": True, "extend_inferencedata": True}
+    remote = pymc_modal.sample_posterior_predictive(
+        idata.copy(), model=model, progressbar=False, backend="local", **same
+    )
+    here = pm.sample_posterior_predictive(
+        idata.copy(), model=model, progressbar=False, compile_kwargs={"mode": "JAX"}, **same
+    )
+    assert {"predictions", "predictions_constant_data"} <= _groups(remote) == _groups(here)
+    xr.testing.assert_equal(remote["predictions"]["y"].load(), here["predictions"]["y"].load())
+
+
+@pytest.mark.slow
+def test_without_inferencedata_the_arrays_are_pymcs(fitted):
+    model, idata = fitted
+    same = {"var_names": ["y"], "random_seed": 3, "return_inferencedata": False}
+    remote = pymc_modal.sample_posterior_predictive(idata, model=model, backend="local", **same)
+    here = pm.sample_posterior_predictive(
+        idata, model=model, progressbar=False, compile_kwargs={"mode": "JAX"}, **same
+    )
+    assert isinstance(remote, dict) and remote.keys() == here.keys() == {"y"}
+    np.testing.assert_array_equal(remote["y"], here["y"])
+
+
+@pytest.mark.parametrize("function", ["sample_posterior_predictive", "compute_log_likelihood"])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"var_nmes": ["y"]}, r"takes what pm\.\w+ takes on PyMC .*'var_nmes'"),
+        ({"compile_kwargs": {"mode": "NUMBA"}}, "does not take compile_kwargs=: the worker"),
+    ],
+)
+def test_arguments_pymc_would_refuse_or_that_cannot_apply(
+    fitted, nothing_shipped, function, kwargs, match
+):
+    model, idata = fitted
+    with pytest.raises(UnsupportedArgumentError, match=match):
+        getattr(pymc_modal, function)(idata, model=model, backend="local", **kwargs)

@@ -11,8 +11,10 @@ import pytest
 from pytensor.compile.ops import as_op
 
 import pymc_modal
+from pymc_modal.client import prepare
 from pymc_modal.errors import (
     DiscreteVariablesError,
+    InitialPointError,
     InvalidOptionError,
     JaxConversionError,
     NoFreeVariablesError,
@@ -159,3 +161,70 @@ def test_client_starts_no_jax_device():
     )
     assert "shipped" in done.stdout
     assert "device started: False" in done.stdout
+
+
+def _bad_start_model(jitter_rescues: bool = False) -> pm.Model:
+    """A model whose log density is -inf at its initial point (and, jittered, still)."""
+    with pm.Model() as model:
+        x = pm.Normal("x", 0, 1)
+        edge = 0.0 if jitter_rescues else 100.0
+        pm.Potential("wall", pt.switch(x > edge, 0.0, -np.inf))
+    return model
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"draws": -1}, InvalidOptionError, r"draws=-1: pass a whole number of draws"),
+        ({"draws": 0}, InvalidOptionError, r"draws=0: pass a whole number of draws"),
+        ({"draws": 10.5}, InvalidOptionError, r"draws=10.5: pass a whole number"),
+        ({"tune": -5}, InvalidOptionError, r"tune=-5: pass a whole number of tuning steps"),
+        ({"chains": 0}, InvalidOptionError, r"chains=0: pass a whole number of chains"),
+        ({"target_accept": 80}, InvalidOptionError, r"target_accept=80: .* between 0 and 1"),
+        ({"var_names": "mu"}, InvalidOptionError, r"var_names='mu': pass a list .*\['mu'\]"),
+        ({"initvals": {"nope": 1.0}}, InvalidOptionError, r"initvals has 'nope'.*among: mu"),
+        (
+            {"initvals": {"offset": np.zeros(3)}},
+            InvalidOptionError,
+            r"initvals\[.offset.\] has shape \(3,\), but offset has shape \(4,\)",
+        ),
+        ({"initvals": [{"mu": 0.0}]}, InvalidOptionError, r"initvals has 1 entries for 2 chains"),
+        ({"initvals": {"mu": "middle"}}, InvalidOptionError, r"initvals could not .*strategy"),
+        ({"initvals": 0.0}, InvalidOptionError, r"initvals=0.0: pass a dict"),
+        ({"nuts": {"max_tree_depth": -1}}, InvalidOptionError, r"max_tree_depth=-1: pass a pos"),
+        ({"nuts": {"step_size": 0}}, InvalidOptionError, r"step_size=0: pass a positive number"),
+        ({"nuts": {"dense_mass": "yes"}}, InvalidOptionError, r"dense_mass='yes': pass True or"),
+        ({"nuts": {"jitter": "no"}}, InvalidOptionError, r"jitter='no' is not one of True, F"),
+        ({"gpu": 123}, InvalidOptionError, r"gpu=123 is not a GPU type .* 'H100:2'"),
+        (
+            {"model": "bad start"},
+            InitialPointError,
+            r"(?s)'wall': .*-inf.*after 10 tries.*initvals=",
+        ),
+        (
+            {"model": "bad start", "nuts": {"jitter": False}},
+            InitialPointError,
+            r"(?s)'wall': .*-inf.*not finite where a chain would start\. Pass initvals=",
+        ),
+        ({"model": "bad start", "workers": 2}, InitialPointError, r"(?s)'wall': .*-inf"),
+    ],
+)
+def test_mistakes_are_refused_before_a_worker_starts(model, kwargs, error, match):
+    if kwargs.get("model") == "bad start":
+        kwargs = {**kwargs, "model": _bad_start_model()}
+    with pytest.raises(error, match=match):
+        pymc_modal.sample(**{"model": model, "chains": 2, "backend": "local", **kwargs})
+
+
+def test_a_start_the_jitter_makes_finite_is_accepted():
+    # Half of PyMC's jittered starts of x land above the wall: the retries find one.
+    model = _bad_start_model(jitter_rescues=True)
+    with pytest.raises(AssertionError, match="was shipped"):
+        pymc_modal.sample(model=model, chains=4, random_seed=3, backend="local")
+
+
+def test_numpy_counts_reach_numpyro_as_ints(model):
+    # NumPyro's MCMC refuses a numpy integer for num_warmup or num_samples.
+    call = prepare(model=model, draws=np.int64(10), tune=np.int64(5), chains=np.int64(2))
+    settings = call.settings
+    assert (type(settings.draws), type(settings.tune), type(settings.chains)) == (int, int, int)

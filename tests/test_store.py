@@ -1,9 +1,11 @@
 """An identical call returns its stored result without a worker; refit=True samples anew."""
 
+import json
 import logging
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,3 +92,83 @@ def test_fingerprint_is_the_same_in_another_process(settings):
     ).stdout.split()[-1]
     assert check(make_model(), settings, 10**9).fingerprint == other
     assert check(make_model(seed=1), settings, 10**9).fingerprint != other
+
+
+def _entry() -> Path:
+    (folder,) = store.results_dir().iterdir()
+    return folder
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda folder: store.answer_path(folder, 0).write_bytes(
+            store.answer_path(folder, 0).read_bytes()[:-100]
+        ),
+        lambda folder: (folder / "attrs.json").write_text("{"),
+        lambda folder: store.answer_path(folder, 0).write_bytes(b"junk"),
+        lambda folder: store.answer_path(folder, 0).unlink(),
+    ],
+    ids=["truncated answer", "overwritten attrs", "junk answer", "missing answer"],
+)
+def test_an_unreadable_entry_is_removed_and_sampled_anew(model, runs_counted, caplog, damage):
+    pymc_modal.sample(model=model, random_seed=4, **TINY)
+    folder = _entry()
+    damage(folder)
+    with caplog.at_level(logging.WARNING, logger="pymc_modal"):
+        again = pymc_modal.sample(model=model, random_seed=4, **TINY)
+    assert f"The stored result in {folder} could not be read" in caplog.text
+    assert store.STORED_AT not in again.attrs
+    stored = pymc_modal.sample(model=model, random_seed=4, **TINY)
+    assert runs_counted == [1, 1]
+    assert store.STORED_AT in stored.attrs
+    assert caplog.text.count("could not be read") == 1
+
+
+def test_an_unreadable_entry_is_gone_once_found(caplog):
+    store.save("k", [payload.encode_result({})], {"pymc_modal_workers": 1})
+    store.answer_path(_entry(), 0).write_bytes(b"junk")
+    with caplog.at_level(logging.WARNING, logger="pymc_modal"):
+        assert store.load("k") is None
+        assert store.load("k") is None
+    assert list(store.results_dir().iterdir()) == []
+    assert caplog.text.count("could not be read") == 1
+
+
+def test_refit_replaces_the_stored_entry(model, runs_counted):
+    pymc_modal.sample(model=model, random_seed=4, **TINY)
+    attrs = _entry() / "attrs.json"
+    attrs.write_text(json.dumps({**json.loads(attrs.read_text()), "old": True}))
+    pymc_modal.sample(model=model, random_seed=4, refit=True, **TINY)
+    stored = pymc_modal.sample(model=model, random_seed=4, **TINY)
+    assert runs_counted == [1, 1]
+    assert "old" not in stored.attrs and store.STORED_AT in stored.attrs
+
+
+def test_a_write_that_fails_midway_leaves_no_entry(monkeypatch):
+    answer = payload.encode_result({})
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store.json, "dumps", fail)
+    with pytest.raises(KeyboardInterrupt):
+        store.save("k", [answer], {"pymc_modal_workers": 1})
+    assert list(store.results_dir().iterdir()) == []
+
+
+def test_two_processes_storing_one_key_leave_one_good_entry():
+    code = textwrap.dedent(
+        """
+        import sys
+        from pymc_modal import payload, store
+        answer = payload.encode_result({"writer": sys.argv[1]})
+        for _ in range(200):
+            store.save("k", [answer], {"pymc_modal_workers": 1})
+        """
+    )
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(i)]) for i in range(2)]
+    assert [writer.wait() for writer in writers] == [0, 0]
+    (answer,), attrs = store.load("k")
+    assert answer["writer"] in ("0", "1") and attrs["pymc_modal_workers"] == 1
+    assert [folder.name for folder in store.results_dir().iterdir()] == ["k"]

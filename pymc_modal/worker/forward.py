@@ -23,36 +23,25 @@ def run(model, settings: ForwardSettings) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``values``: a dict of arrays shaped (chain, draw, ...) for the
-        posterior predictive, or PyMC's log-likelihood Dataset; ``seconds``;
-        ``device``.
+        ``values``: what PyMC's function returns with ``settings.kwargs`` and
+        ``extend_inferencedata=False``; ``seconds``; ``device``.
     """
     import jax
     import pymc as pm
 
     trace = trace_of(settings.groups)
     start = time.perf_counter()
-    compile_kwargs = {"mode": "JAX"}
-    var_names = None if settings.var_names is None else list(settings.var_names)
-    if settings.kind == "posterior_predictive":
-        values = pm.sample_posterior_predictive(
-            trace,
-            model=model,
-            var_names=var_names,
-            random_seed=settings.random_seed,
-            progressbar=False,
-            return_inferencedata=False,
-            compile_kwargs=compile_kwargs,
-        )
-    else:
-        values = pm.compute_log_likelihood(
-            trace,
-            var_names=var_names,
-            model=model,
-            extend_inferencedata=False,
-            progressbar=False,
-            compile_kwargs=compile_kwargs,
-        )
+    function = {
+        "posterior_predictive": pm.sample_posterior_predictive,
+        "log_likelihood": pm.compute_log_likelihood,
+    }[settings.kind]
+    values = function(
+        trace,
+        model=model,
+        extend_inferencedata=False,
+        compile_kwargs={"mode": "JAX"},
+        **settings.kwargs,
+    )
     device = jax.devices()[0]
     return {
         "values": values,
