@@ -418,10 +418,12 @@ def sample(
     ------
     pymc_modal.errors.PymcModalError
         A subclass naming the problem, raised before anything is shipped where
-        it can be known: unsupported arguments, discrete variables, unknown
-        ``var_names``, a model PyMC cannot convert to JAX, a result too large,
-        a target or cap that is not a positive number, ``max_cost`` where
-        nothing is billed.
+        it can be known: unsupported arguments, counts or options of the wrong
+        kind, ``initvals`` PyMC cannot apply, a log density that is not finite
+        where a chain would start (:class:`pymc_modal.errors.InitialPointError`),
+        discrete variables, unknown ``var_names``, a model PyMC cannot convert
+        to JAX, a result too large, a target or cap that is not a positive
+        number, ``max_cost`` where nothing is billed.
     """
     arguments = dict(locals())
     arguments.update(arguments.pop("kwargs"))
