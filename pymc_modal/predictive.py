@@ -69,7 +69,7 @@ def _run(kind: str, trace, model, kwargs: dict[str, Any], backend, gpu, quiet: b
             f"pymc_modal.{name} does not take compile_kwargs=: the worker compiles the model "
             "with PyMC's JAX backend for its own device."
         )
-    kwargs = {name: value for name, value in kwargs.items() if name != "compile_kwargs"}
+    kwargs = {key: value for key, value in kwargs.items() if key != "compile_kwargs"}
     if quiet:
         kwargs["progressbar"] = False
     if isinstance(trace, str | runs.Run):

@@ -25,7 +25,6 @@ import datetime
 import hashlib
 import json
 import logging
-import os
 import pickle
 import secrets
 import shutil
@@ -134,7 +133,7 @@ def load(call_key: str) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
 
 def _remove(folder: Path) -> None:
     """Remove ``folder`` at once for readers: it is renamed aside, then deleted."""
-    aside = folder.with_name(f"{folder.name}.{os.getpid()}.removed")
+    aside = folder.with_name(f"{folder.name}.{secrets.token_hex(4)}.removed")
     try:
         folder.rename(aside)
     except FileNotFoundError:
