@@ -75,6 +75,10 @@ def _count(name: str, value, least: int, what: str, example: int) -> int:
     return int(value)
 
 
+def _is_bool(value) -> bool:
+    return isinstance(value, bool | np.bool_)
+
+
 def _max_tree_depth(value) -> bool:
     pair = isinstance(value, tuple) and len(value) == 2
     return all(_is_whole(d) and d >= 1 for d in value) if pair else _is_whole(value) and value >= 1
@@ -89,7 +93,7 @@ _KERNEL_VALUES = {
     ),
     "step_size": (lambda v: _is_number(v) and 0 < v < np.inf, "a positive number"),
     **{
-        name: (lambda v: isinstance(v, bool | np.bool_), "True or False")
+        name: (_is_bool, "True or False")
         for name in (
             "adapt_step_size",
             "adapt_mass_matrix",
@@ -102,6 +106,14 @@ _KERNEL_VALUES = {
 }
 
 
+# Two draws of LAPS's adjusted kernel with its integrator for many parameters (5 gradients a
+# step, 15 steps a draw), the least its second warm-up phase can tune from.
+_LAPS_LEAST_TUNE = 150
+
+# nutpie's sampling options that sampler="nutpie" takes, as nutpie.sample takes them.
+_NUTPIE_VALUES = {"low_rank_modified_mass_matrix": (_is_bool, "True or False")}
+
+
 def _closest(name: str, valid) -> str:
     """`` (did you mean 'x'?)`` for the valid name closest to ``name``, or nothing."""
     match = difflib.get_close_matches(name, list(valid), n=1)
@@ -112,8 +124,8 @@ def _refuse_unsupported(kwargs: dict[str, Any], nuts_sampler: str) -> None:
     if nuts_sampler != "numpyro":
         raise UnsupportedArgumentError(
             f"nuts_sampler={nuts_sampler!r} is not available: pymc_modal samples with "
-            "NumPyro's NUTS (nuts_sampler='numpyro'), or with BlackJAX's low-rank NUTS or "
-            "ChEES-HMC through sampler='blackjax' or sampler='chees'. Use pm.sample for others."
+            "NumPyro's NUTS (nuts_sampler='numpyro'), or with nutpie's NUTS, ChEES-HMC or "
+            "LAPS through sampler='nutpie', 'chees' or 'laps'. Use pm.sample for others."
         )
     for name, default in _FIXED.items():
         if name in kwargs and kwargs.pop(name) != default:
@@ -146,8 +158,12 @@ def _sampler_options(
     nuts_sampler_kwargs: dict[str, Any] | None,
     nuts: dict[str, Any] | None,
     target_accept: float | None,
+    sampler: str,
 ) -> tuple[float, dict[str, Any]]:
-    """Split ``nuts_sampler_kwargs`` (PyMC 5) or ``nuts`` (PyMC 6) into driver and NUTS options."""
+    """Split ``nuts_sampler_kwargs`` (PyMC 5) or ``nuts`` (PyMC 6) into driver and kernel options.
+
+    The kernel options are ``sampler``'s own: nutpie's for ``"nutpie"``, else NumPyro NUTS's.
+    """
     merged = {**(nuts_sampler_kwargs or {}), **(nuts or {})}
     kernel = dict(merged.pop("nuts_kwargs", None) or {})
     if "target_accept" in merged:
@@ -168,21 +184,24 @@ def _sampler_options(
                 stacklevel=4,
             )
     kernel.update(merged)
-    unknown = sorted(set(kernel) - _kernel_options())
+    if sampler == "nutpie":
+        own, values, whose = set(_NUTPIE_VALUES), _NUTPIE_VALUES, "nutpie's options"
+    else:
+        own, values, whose = _kernel_options(), _KERNEL_VALUES, "NumPyro NUTS options"
+    unknown = sorted(set(kernel) - own)
     if unknown:
-        valid = {*_DRIVER_OPTIONS, *_kernel_options()}
+        valid = {*_DRIVER_OPTIONS, *own}
         named = ", ".join(f"{name}{_closest(name, valid)}" for name in unknown)
         raise InvalidOptionError(
             f"Unknown NUTS option(s) {named}. Sampler options are "
-            f"{', '.join(_DRIVER_OPTIONS)}; NumPyro NUTS options are "
-            f"{', '.join(sorted(_kernel_options()))}."
+            f"{', '.join(_DRIVER_OPTIONS)}; {whose} are {', '.join(sorted(own))}."
         )
     for name, allowed in _DRIVER_OPTIONS.items():
         if name in driver and driver[name] not in allowed:
             raise InvalidOptionError(
                 f"{name}={driver[name]!r} is not one of {', '.join(map(repr, allowed))}."
             )
-    for name, (valid, what) in _KERNEL_VALUES.items():
+    for name, (valid, what) in values.items():
         if name in kernel and not valid(kernel[name]):
             raise InvalidOptionError(f"NUTS option {name}={kernel[name]!r}: pass {what}.")
     target_accept = 0.8 if target_accept is None else target_accept
@@ -194,20 +213,32 @@ def _sampler_options(
     return float(target_accept), {**driver, "nuts_kwargs": kernel}
 
 
-def _check_sampler(sampler: str, chains: int, driver: dict[str, Any]) -> None:
-    """Refuse options the chosen BlackJAX sampler cannot honour."""
-    if sampler == "numpyro":
+def _check_sampler(sampler: str, chains: int, tune: int, driver: dict[str, Any], initvals) -> None:
+    """Refuse what the chosen ensemble sampler cannot honour."""
+    if sampler in ("numpyro", "nutpie"):
         return
     if driver["nuts_kwargs"]:
         raise InvalidOptionError(
             f"{', '.join(sorted(driver['nuts_kwargs']))}: NumPyro NUTS options apply to "
-            f"sampler='numpyro' only; sampler={sampler!r} takes target_accept, jitter and "
-            "keep_untransformed."
+            f"sampler='numpyro' only; sampler={sampler!r} takes "
+            + ("target_accept, " if sampler == "chees" else "")
+            + "jitter and keep_untransformed."
         )
-    if sampler == "chees" and chains < 2:
+    if chains < 2:
         raise InvalidOptionError(
-            "sampler='chees' adapts from an ensemble of chains; pass chains=16 or more "
+            f"sampler={sampler!r} adapts from an ensemble of chains; pass chains=16 or more "
             "(64 or more on a GPU)."
+        )
+    if sampler == "laps" and tune < _LAPS_LEAST_TUNE:
+        raise InvalidOptionError(
+            f"tune={tune}: sampler='laps' tunes its adjusted kernel over tune gradient "
+            f"evaluations, at least two draws' worth; pass tune={_LAPS_LEAST_TUNE} or more "
+            "(1000 or more for a large model)."
+        )
+    if sampler == "laps" and isinstance(initvals, list | tuple):
+        raise InvalidOptionError(
+            "initvals: sampler='laps' starts every chain from one point, jittered; pass "
+            "initvals as one dict, not one per chain."
         )
 
 
@@ -380,16 +411,18 @@ def sample(
         workers' chains have seeds of their own spawned from ``random_seed``:
         the result is reproducible, but only ``workers=1`` gives the draws of
         ``pm.sample``.
-    sampler : {"numpyro", "blackjax", "chees"}, optional
+    sampler : {"numpyro", "nutpie", "chees", "laps"}, optional
         ``"numpyro"`` (the default, or an enclosing :func:`pymc_modal.options`
-        block's): NumPyro's NUTS, the draws of ``pm.sample``.
-        ``"blackjax"``: BlackJAX's NUTS with a low-rank mass matrix, for
-        posteriors with a few slow directions. ``"chees"``: BlackJAX's
-        ChEES-adapted HMC, the chains one ensemble on one device, for many
-        chains (e.g. ``chains=128``); its trajectories are short, so give it
-        a long warm-up (``tune=1500`` or more) and judge it by long chains.
-        Both run the chains vectorized and take ``target_accept``, ``jitter``
-        and ``keep_untransformed`` but no NumPyro NUTS options.
+        block's): NumPyro's NUTS, the draws of ``pm.sample``. ``"nutpie"``:
+        nutpie's NUTS and mass-matrix adaptation (fewer gradients a draw),
+        the chains in threads; ``nuts=`` takes its
+        ``low_rank_modified_mass_matrix``. ``"chees"`` and ``"laps"``:
+        BlackJAX's ChEES-adapted HMC and LAPS, the chains one ensemble on
+        one device, for many chains (e.g. ``chains=128``); give them a long
+        warm-up (``tune=1500`` or more) and judge them by long chains. They
+        take ``target_accept`` (ChEES), ``jitter`` and ``keep_untransformed``
+        but no NUTS options. README's "Choosing a sampler" has what each
+        measured.
     wait : bool, default True
         If False, start the run detached and return a
         :class:`pymc_modal.runs.Run` at once; :func:`pymc_modal.fetch` with
@@ -457,13 +490,13 @@ def prepare(**arguments: Any) -> pipeline.Call:
             f"var_names=[{given.var_names!r}]."
         )
     idata_kwargs = dict(given.idata_kwargs or {})
-    target_accept, driver = _sampler_options(
-        given.nuts_sampler_kwargs, given.nuts, given.target_accept
-    )
     options = resolve(
         backend=given.backend, gpu=given.gpu, workers=given.workers, sampler=given.sampler
     )
-    _check_sampler(options.sampler, chains, driver)
+    target_accept, driver = _sampler_options(
+        given.nuts_sampler_kwargs, given.nuts, given.target_accept, options.sampler
+    )
+    _check_sampler(options.sampler, chains, tune, driver, given.initvals)
     target = _target_settings(
         draws,
         given.target_ess,

@@ -21,8 +21,8 @@ from pymc_modal.errors import InvalidOptionError
 __all__ = ["BACKENDS", "SAMPLERS", "Options", "cache_dir", "gpu", "options", "resolve"]
 
 BACKENDS = ("auto", "local", "modal")
-# "numpyro" is pymc_modal.worker.numpyro; the others are in pymc_modal.worker.blackjax.
-SAMPLERS = ("numpyro", "blackjax", "chees")
+# "numpyro" and "nutpie" are modules of pymc_modal.worker; the others are in its blackjax.
+SAMPLERS = ("numpyro", "nutpie", "chees", "laps")
 DEFAULT_TIMEOUT = 2 * 60 * 60
 MAX_TIMEOUT = 24 * 60 * 60  # Modal's limit for one attempt
 MAX_RETRIES = 10  # Modal's limit
@@ -61,10 +61,10 @@ class Options:
         Seconds a worker stays warm after answering, for the next call to
         reuse with its libraries loaded and its last model compiled (2 to
         3600). On Modal the GPU is billed while it waits.
-    sampler : {"numpyro", "blackjax", "chees"}
+    sampler : {"numpyro", "nutpie", "chees", "laps"}
         ``"numpyro"``: NumPyro's NUTS, as ``pm.sample(nuts_sampler="numpyro")``.
-        ``"blackjax"``: BlackJAX's NUTS with a low-rank mass matrix adapted
-        in windows. ``"chees"``: BlackJAX's ChEES-adapted jittered HMC, all
+        ``"nutpie"``: nutpie's NUTS and mass-matrix adaptation. ``"chees"``
+        and ``"laps"``: BlackJAX's ChEES-adapted jittered HMC and LAPS, all
         chains one ensemble (use many chains and a long warm-up).
     """
 

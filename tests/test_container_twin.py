@@ -3,12 +3,13 @@
 A fresh virtual environment gets exactly the image's pip requirements (less
 JAX's CUDA plugin: 4 GB of NVIDIA's libraries that a CPU cannot use), the
 ``modal`` client Modal's runtime adds to every container, and this package's
-source as ``add_local_python_source`` mounts it, nothing else. A job the
-client encoded then runs through the worker there. The test fails if the
+source as ``add_local_python_source`` mounts it, nothing else. Jobs the
+client encoded, for NumPyro and for nutpie, then run through the worker there. The test fails if the
 worker, or the module a container imports to find its function, needs
 anything the image does not install.
 """
 
+import dataclasses
 import importlib.metadata
 import os
 import shutil
@@ -66,24 +67,27 @@ def test_a_job_runs_with_only_what_the_image_installs(tmp_path, settings):
     assert install.returncode == 0, install.stderr
     _mounted_source(tmp_path / "root")
 
-    blobs = {}
-    job = payload.encode_job(make_data_model(), settings, blobs=blobs)
-    for name, data in blobs.items():
-        path = payload.blob_path(tmp_path / "blobs", name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    (tmp_path / "job").write_bytes(job)
     # Only the mounted source is on the path: nothing from this checkout or its venv.
     environment = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
     environment["PYTHONPATH"] = str(tmp_path / "root")
-    ran = subprocess.run(
-        [python, "-c", RUN_A_JOB, tmp_path / "job", tmp_path / "blobs", tmp_path / "answer"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=tmp_path,
-        env=environment,
-    )
-    assert ran.returncode == 0, ran.stderr
-    result = payload.decode_result((tmp_path / "answer").read_bytes(), "the twin")
-    assert result["posterior"]["slope"].shape == (settings.chains, settings.draws)
+    for sampler in ("numpyro", "nutpie"):
+        blobs = {}
+        job = payload.encode_job(
+            make_data_model(), dataclasses.replace(settings, sampler=sampler), blobs=blobs
+        )
+        for name, data in blobs.items():
+            path = payload.blob_path(tmp_path / "blobs", name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        (tmp_path / "job").write_bytes(job)
+        ran = subprocess.run(
+            [python, "-c", RUN_A_JOB, tmp_path / "job", tmp_path / "blobs", tmp_path / "answer"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=tmp_path,
+            env=environment,
+        )
+        assert ran.returncode == 0, ran.stderr
+        result = payload.decode_result((tmp_path / "answer").read_bytes(), "the twin")
+        assert result["posterior"]["slope"].shape == (settings.chains, settings.draws), sampler

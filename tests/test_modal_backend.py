@@ -482,5 +482,5 @@ def test_image_requirements_resolve_for_modals_platform(tmp_path):
         pytest.skip(f"the package index cannot be reached: {out.stderr.strip()[-200:]}")
     assert out.returncode == 0, out.stderr
     names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
-    assert {"pymc", "jax", "jaxlib", "numpyro"} <= names
+    assert {"pymc", "jax", "jaxlib", "numpyro", "nutpie"} <= names
     assert any(name.startswith("jax-cuda12-plugin") for name in names)

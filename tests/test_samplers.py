@@ -1,21 +1,28 @@
-"""BlackJAX samplers: the default's posterior and result shape, n_steps; bad options refused."""
+"""nutpie, ChEES and LAPS: the default's posterior and result shape; bad options refused."""
 
 import dataclasses
 import warnings
 
 import arviz as az
+import jax
 import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
 import pytest
+from pytensor.graph.op import Op
+from pytensor.link.jax.dispatch import jax_funcify
 
 import pymc_modal
 from pymc_modal._compat import PYMC_MAJOR
 from pymc_modal.errors import InvalidOptionError, NotConvergedWarning
 from pymc_modal.worker import blackjax as blackjax_worker
+from pymc_modal.worker import nutpie as nutpie_worker
 
 COMMON = {"draws": 300, "tune": 300, "random_seed": 2, "backend": "local", "progressbar": False}
 # Each fit draws its 300 in two blocks, the second going on from the first.
 BLOCKS = {"draws": 150, "target_ess": 10**6, "max_draws": 300}
-CHAINS = {"numpyro": 4, "blackjax": 4, "chees": 64}
+CHAINS = {"numpyro": 4, "nutpie": 4, "chees": 64, "laps": 64}
+OTHERS = [name for name in CHAINS if name != "numpyro"]
 
 
 def _groups(result) -> set[str]:
@@ -38,7 +45,7 @@ def fits():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["blackjax", "chees"])
+@pytest.mark.parametrize("name", OTHERS)
 def test_posterior_means_agree_with_the_default_within_monte_carlo_error(fits, name):
     reference, fit = fits["numpyro"], fits[name]
     for var in ("mu", "sigma", "slope", "effect"):
@@ -51,7 +58,7 @@ def test_posterior_means_agree_with_the_default_within_monte_carlo_error(fits, n
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["blackjax", "chees"])
+@pytest.mark.parametrize("name", OTHERS)
 def test_results_have_the_default_groups_coords_dims_and_n_steps(fits, name):
     reference, fit = fits["numpyro"], fits[name]
     assert _groups(fit) == _groups(reference)
@@ -67,8 +74,8 @@ def test_results_have_the_default_groups_coords_dims_and_n_steps(fits, name):
 
 
 def test_an_unknown_sampler_is_refused_before_shipping_with_the_valid_names(model, nothing_shipped):
-    with pytest.raises(InvalidOptionError, match="'numpyro', 'blackjax', 'chees'"):
-        pymc_modal.sample(model=model, sampler="nutpie", backend="local")
+    with pytest.raises(InvalidOptionError, match="'numpyro', 'nutpie', 'chees', 'laps'"):
+        pymc_modal.sample(model=model, sampler="blackjax", backend="local")
     with (
         pytest.raises(InvalidOptionError, match="sampler='hmc'"),
         pymc_modal.gpu("H100", sampler="hmc"),
@@ -76,19 +83,98 @@ def test_an_unknown_sampler_is_refused_before_shipping_with_the_valid_names(mode
         pass
 
 
-def test_options_a_blackjax_sampler_cannot_honour_are_refused(model, nothing_shipped):
+def test_options_a_sampler_cannot_honour_are_refused(model, nothing_shipped):
     with pytest.raises(InvalidOptionError, match="max_tree_depth: NumPyro NUTS options"):
+        pymc_modal.sample(model=model, sampler="chees", nuts_sampler_kwargs={"max_tree_depth": 5})
+    for name in ("chees", "laps"):
+        with pytest.raises(InvalidOptionError, match=f"sampler='{name}' adapts.*chains=16"):
+            pymc_modal.sample(model=model, sampler=name, chains=1, backend="local")
+    with pytest.raises(InvalidOptionError, match="tune=100: sampler='laps'.*tune=150 or more"):
+        pymc_modal.sample(model=model, sampler="laps", chains=16, tune=100, backend="local")
+    with pytest.raises(InvalidOptionError, match="laps.*one dict"):
         pymc_modal.sample(
-            model=model, sampler="blackjax", nuts_sampler_kwargs={"max_tree_depth": 5}
+            model=model, sampler="laps", chains=16, initvals=[{"mu": 0.0}] * 16, backend="local"
         )
-    with pytest.raises(InvalidOptionError, match="chains=16 or more"):
-        pymc_modal.sample(model=model, sampler="chees", chains=1, backend="local")
+    with pytest.raises(
+        InvalidOptionError, match="max_tree_depth.*nutpie's options are low_rank_modified"
+    ):
+        pymc_modal.sample(model=model, sampler="nutpie", nuts={"max_tree_depth": 5})
+    with pytest.raises(InvalidOptionError, match="low_rank_modified_mass_matrix='yes'"):
+        pymc_modal.sample(
+            model=model, sampler="nutpie", nuts={"low_rank_modified_mass_matrix": "yes"}
+        )
 
 
-@pytest.mark.parametrize("name", ["blackjax", "chees"])
-def test_the_progress_bar_counts_every_warm_up_step_and_draw(model, settings, name, capsys):
+@pytest.mark.parametrize(
+    ("name", "worker", "tune", "steps"),
+    [
+        ("chees", blackjax_worker, 5, 12),
+        ("laps", blackjax_worker, 150, 157),
+        ("nutpie", nutpie_worker, 5, 24),  # every chain's, in one bar
+    ],
+)
+def test_the_progress_bar_counts_every_warm_up_step_and_draw(
+    model, settings, name, worker, tune, steps, capsys
+):
     settings = dataclasses.replace(
-        settings, draws=7, tune=5, chains=2, progressbar=True, sampler=name
+        settings, draws=7, tune=tune, chains=2, progressbar=True, sampler=name
     )
-    blackjax_worker.sample(model, settings)
-    assert "12/12" in capsys.readouterr().err
+    worker.sample(model, settings)
+    assert f"{steps}/{steps}" in capsys.readouterr().err
+
+
+class _Flaky(Op):
+    """The identity; in JAX, a callback that fails from its 40th call on, as a device might."""
+
+    itypes = [pt.dscalar]
+    otypes = [pt.dscalar]
+
+    def perform(self, node, inputs, outputs):
+        outputs[0][0] = np.asarray(inputs[0])
+
+
+_calls = []
+
+
+def _fails_late(x):
+    _calls.append(x)
+    if len(_calls) >= 40:
+        raise ValueError("the device is out of memory")
+    return x
+
+
+@jax_funcify.register(_Flaky)
+def _flaky_in_jax(op, **kwargs):
+    return lambda x: jax.pure_callback(_fails_late, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
+
+
+def test_nutpie_raises_the_error_of_a_call_that_failed_in_its_threads(settings):
+    with pm.Model() as model:
+        mu = pm.Normal("mu")
+        pm.Deterministic("twin", _Flaky()(mu))  # computed once a draw, in nutpie's threads
+    settings = dataclasses.replace(settings, draws=50, tune=50, chains=2, sampler="nutpie")
+    _calls.clear()
+
+    with pytest.raises(ValueError, match="the device is out of memory"):
+        nutpie_worker.sample(model, settings)
+
+
+def test_nutpie_returns_the_variables_asked_for_and_stops_at_the_target(model, settings):
+    settings = dataclasses.replace(
+        settings,
+        draws=100,
+        tune=200,
+        chains=2,
+        sampler="nutpie",
+        var_names=["mu"],
+        log_likelihood=True,
+        target_ess=50,
+    )
+
+    result = nutpie_worker.sample(model, settings)  # asks nutpie for MOST_DRAWS draws a chain
+
+    draws = result["convergence"]["draws"]
+    assert result["convergence"]["stop_reason"] == "target" and draws % 100 == 0
+    assert set(result["posterior"]) == {"mu"} and set(result["log_likelihood"]) == {"y"}
+    assert result["posterior"]["mu"].shape == (2, draws)
+    assert result["log_likelihood"]["y"].shape == (2, draws, 20)

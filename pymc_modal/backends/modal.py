@@ -60,7 +60,7 @@ DATA_VOLUME = "pymc-modal-data"
 RESULTS_VOLUME = "pymc-modal-results"
 JAX_CACHE_VOLUME = "pymc-modal-jax-cache"
 JAX_CACHE_MAX_BYTES = 4 * 1024**3
-PINNED = ("pymc", "pytensor", "numpy", "arviz", "numpyro", "blackjax", "cloudpickle")
+PINNED = ("pymc", "pytensor", "numpy", "arviz", "numpyro", "nutpie", "blackjax", "cloudpickle")
 CUDA_EXTRA = "cuda12"
 # Modal sends an argument over 2 MiB (over 8 KiB for spawn) through its blob storage,
 # holding it in memory at both ends: a cap keeps a job off that path's limits.

@@ -2,8 +2,8 @@
 
 Everything that runs in the worker's process is in this package: :func:`run`
 (the one entry a backend starts), the local serving loop (``python -m
-pymc_modal.worker``), the samplers (:mod:`.numpyro`, :mod:`.blackjax`) and
-the forward computations (:mod:`.forward`). It knows nothing of where it runs
+pymc_modal.worker``), the samplers (:mod:`.numpyro`, :mod:`.nutpie`,
+:mod:`.blackjax`) and the forward computations (:mod:`.forward`). It knows nothing of where it runs
 and imports nothing of the client's side, only the shared contract
 (:mod:`pymc_modal.job`, :mod:`pymc_modal.payload`). The same function runs in
 a local process and on a Modal GPU. A worker kept warm for several jobs keeps
@@ -99,7 +99,7 @@ def _sample(job: payload.Job, started: float) -> dict:
     from pytensor.link.jax.dispatch import jax_funcify
 
     from pymc_modal.job import FLOAT64_TRUNCATION, ForwardSettings
-    from pymc_modal.worker import blackjax, forward, numpyro
+    from pymc_modal.worker import blackjax, forward, numpyro, nutpie
 
     float_x = job.settings.float_x
     pytensor.config.floatX = float_x
@@ -110,6 +110,8 @@ def _sample(job: payload.Job, started: float) -> dict:
         jax_funcify.register(op_class)(conversion)
     if isinstance(job.settings, ForwardSettings):
         return forward.run(job.model, job.settings)
+    if job.settings.sampler == "nutpie":
+        return nutpie.sample(job.model, job.settings, started)
     if job.settings.sampler != "numpyro":
         return blackjax.sample(job.model, job.settings, started)
     # Seed and initial values do not change what is compiled; anything else may.

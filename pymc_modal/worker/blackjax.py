@@ -1,14 +1,14 @@
-"""BlackJAX samplers on the worker: NUTS with a low-rank mass matrix, and many-chain ChEES-HMC.
+"""BlackJAX's ensemble samplers on the worker: ChEES-HMC and LAPS, many chains on one device.
 
 The same contract as :func:`pymc_modal.worker.numpyro.sample`: PyMC's JAX log density
 and jittered initial points in, the kept variables and PyMC's sample-stat
-names out. Both run every chain vectorized on one device, as one compiled
-program, and reduce each draw to the variables the result keeps as it is
-drawn.
+names out. They run every chain vectorized on one device, and reduce each
+draw to the variables the result keeps as it is drawn.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -57,63 +57,13 @@ def _block_keys(draw_key, block, n: int):
     return jax.random.split(key, n)
 
 
-def _low_rank_nuts(logp_fn, transform, settings: SampleSettings, tick):
-    """Chains side by side, each BlackJAX's low-rank window adaptation then NUTS draws.
-
-    ``logp_fn`` and ``transform`` take a chain's position as one flat vector;
-    ``tick()`` is called once a step, warm-up and draws. Returns
-    ``warm_up(keys, positions) -> carry`` and ``draws(n)``, a function
-    ``(carry, block) -> (carry, (values, stats))`` drawing ``n`` per chain.
-    """
-    import blackjax
-    from blackjax.adaptation.base import get_filter_adapt_info_fn
-
-    def warm_up(key, position):
-        warmup_key, draw_key = jax.random.split(key)
-        warmup = blackjax.window_adaptation_low_rank(
-            blackjax.nuts,
-            logp_fn,
-            target_acceptance_rate=settings.target_accept,
-            # It restarts the chain at the adapted mean, read from the last step's info;
-            # everything else per step is dropped.
-            adaptation_info_fn=_ticking(
-                tick, get_filter_adapt_info_fn(adapt_state_keys={"mu_star"})
-            ),
-        )
-        (state, parameters), _ = warmup.run(warmup_key, position, num_steps=settings.tune)
-        return state, parameters, draw_key
-
-    def draws(n: int):
-        def chain(carry, block):
-            state, parameters, draw_key = carry
-            kernel = blackjax.nuts(logp_fn, **parameters).step
-
-            def one_draw(state, key):
-                tick()
-                state, info = kernel(key, state)
-                stats = {
-                    "lp": state.logdensity,
-                    "step_size": parameters["step_size"],
-                    "n_steps": info.num_integration_steps,
-                    "tree_depth": info.num_trajectory_expansions,
-                    "acceptance_rate": info.acceptance_rate,
-                    "diverging": info.is_divergent,
-                    "energy": info.energy,
-                }
-                return state, (transform(state.position), stats)
-
-            state, drawn = jax.lax.scan(one_draw, state, _block_keys(draw_key, block, n))
-            return (state, parameters, draw_key), drawn
-
-        return jax.vmap(chain, in_axes=(0, None))  # (chain, draw, ...) out
-
-    return jax.vmap(warm_up), draws
-
-
 def _chees(logp_fn, transform, settings: SampleSettings, tick):
     """All chains as one ensemble: ChEES adaptation, then jittered dynamic HMC draws.
 
-    Returns what :func:`_low_rank_nuts` returns.
+    ``logp_fn`` and ``transform`` take a chain's position as one flat vector;
+    ``tick(n=1)`` is called once a step, warm-up and draws. Returns
+    ``warm_up(keys, positions) -> carry`` and ``draws(n)``, a function
+    ``(carry, block) -> (carry, (values, stats))`` drawing ``n`` per chain.
     """
     import blackjax
     import optax
@@ -178,8 +128,100 @@ def _chees(logp_fn, transform, settings: SampleSettings, tick):
     return warm_up, draws
 
 
+def _laps(logp_fn, transform, settings: SampleSettings, tick):
+    """All chains as one ensemble: LAPS's two warm-up phases, then adjusted MCLMC (MAMS) draws.
+
+    LAPS (Robnik & Seljak 2026) runs unadjusted microcanonical dynamics until
+    the ensemble's fluctuations settle, then tunes the adjusted kernel's step
+    size over the ensemble; each phase takes up to ``settings.tune`` gradient
+    evaluations a chain. It returns the chains' states only, so the draws go
+    on with its adjusted kernel, its last step size, and a diagonal
+    preconditioner estimated from the ensemble as its first phase estimates
+    one. Its warm-up runs as BlackJAX's own sharded programs, not in one
+    program of ours, so ``warm_up(keys, positions)`` is not to be jitted (it
+    ticks once, for all its steps). Returns what :func:`_chees` returns.
+    """
+    import blackjax.mcmc.adjusted_mclmc as adjusted_mclmc
+    from blackjax.adaptation.laps import laps
+    from blackjax.mcmc.integrators import (
+        generate_isokinetic_integrator,
+        mclachlan_coefficients,
+        omelyan_coefficients,
+    )
+
+    kernel_parameters = {}
+
+    def warm_up(keys, positions):
+        warmup_key, draw_key = jax.random.split(keys[0])
+        dims = positions.shape[1]
+        start = positions[0]
+        spread = 1.0 if settings.jitter else 0.0
+        info, _, _, states = laps(
+            logp_fn,
+            # PyMC's jitter: uniform on (-1, 1) about the initial point, in the unconstrained space.
+            lambda key: start + spread * jax.random.uniform(key, start.shape, minval=-1, maxval=1),
+            dims,
+            settings.tune,
+            settings.tune,
+            settings.chains,
+            jax.sharding.Mesh(np.array(jax.devices()[:1]), ("chains",)),
+            warmup_key,
+        )
+        # LAPS's own choice of integrator for the adjusted kernel.
+        coefficients = omelyan_coefficients if dims > 200 else mclachlan_coefficients
+        kernel_parameters.update(
+            integrator=generate_isokinetic_integrator(coefficients),
+            steps=int(info["phase_2"]["steps_per_sample"][-1]),
+            # Each integration step evaluates the gradient this many times.
+            gradients=len(coefficients) // 2,
+        )
+        arrays = {
+            "step_size": np.asarray(info["phase_2"]["step_size"][-1]),
+            "inverse_mass_matrix": np.var(np.asarray(states.position), axis=0),
+        }
+        tick(settings.tune)
+        return states, arrays, draw_key
+
+    def draws(n: int):
+        def ensemble(carry, block):
+            states, parameters, draw_key = carry
+            kernel = adjusted_mclmc.build_kernel(integrator=kernel_parameters["integrator"])
+
+            def one_state(key, state):
+                return kernel(
+                    key,
+                    state,
+                    logp_fn,
+                    parameters["step_size"],
+                    integration_steps_params=(kernel_parameters["steps"],),
+                    inverse_mass_matrix=parameters["inverse_mass_matrix"],
+                    L_proposal_factor=1.25,
+                )
+
+            def one_draw(states, key):
+                tick()
+                states, info = jax.vmap(one_state)(jax.random.split(key, settings.chains), states)
+                stats = {
+                    "lp": states.logdensity,
+                    "step_size": jax.numpy.full(settings.chains, parameters["step_size"]),
+                    "n_steps": info.num_integration_steps * kernel_parameters["gradients"],
+                    "acceptance_rate": info.acceptance_rate,
+                    "diverging": info.is_divergent,
+                    "energy": info.energy,
+                }
+                return states, (jax.vmap(transform)(states.position), stats)
+
+            states, drawn = jax.lax.scan(one_draw, states, _block_keys(draw_key, block, n))
+            drawn = jax.tree.map(lambda x: jax.numpy.swapaxes(x, 0, 1), drawn)
+            return (states, parameters, draw_key), drawn
+
+        return ensemble
+
+    return warm_up, draws
+
+
 def sample(model, settings: SampleSettings, started: float | None = None) -> dict[str, Any]:
-    """Sample ``model`` with ``settings.sampler``: ``"blackjax"`` or ``"chees"``.
+    """Sample ``model`` with ``settings.sampler``: ``"chees"`` or ``"laps"``.
 
     Parameters
     ----------
@@ -199,20 +241,20 @@ def sample(model, settings: SampleSettings, started: float | None = None) -> dic
     # PyMC's flag is named for NumPyro's potential: the default is the log density itself.
     logp_fn = get_jaxified_logp(model)
     graph = returned(model, settings)
-    points = initial_points(model, settings, logp_fn)
-    if settings.chains == 1:
-        points = [np.asarray(point)[None] for point in points]
+    # LAPS jitters its chains' starts itself.
+    start = dataclasses.replace(settings, jitter=False) if settings.sampler == "laps" else settings
+    points = initial_points(model, start, logp_fn)
     # Each chain's position as one flat vector: BlackJAX's ChEES mishandles
     # position leaves of more than one dimension.
     _, unravel = ravel_pytree([point[0] for point in points])
     positions = jax.vmap(lambda *point: ravel_pytree(list(point))[0])(*points)
-    build = _low_rank_nuts if settings.sampler == "blackjax" else _chees
+    build = _chees if settings.sampler == "chees" else _laps
     bar = _progress_bar(settings)
     warm_up_fn, draws = build(
         lambda x: logp_fn(unravel(x)),
         lambda x: graph.fn(*unravel(x)),
         settings,
-        (lambda: jax.debug.callback(bar.update)) if bar else (lambda: None),
+        (lambda n=1: jax.debug.callback(lambda: bar.update(n))) if bar else (lambda n=1: None),
     )
     keys = jax.random.split(jax.random.PRNGKey(settings.seed), settings.chains)
     carry = None
@@ -221,6 +263,9 @@ def sample(model, settings: SampleSettings, started: float | None = None) -> dic
 
     def warm_up() -> None:
         nonlocal carry
+        if settings.sampler == "laps":
+            carry = warm_up_fn(keys, positions)
+            return
         run = jax.jit(warm_up_fn).lower(keys, positions).compile()
         if bar:
             bar.reset()  # its rate and time left count from here, not from compiling

@@ -1,0 +1,253 @@
+"""nutpie's NUTS on the worker: its Rust sampler and mass-matrix adaptation, JAX's gradients.
+
+nutpie runs each chain in a thread of its own and calls back into Python for
+the model: the log density and its gradient once per leapfrog step, and an
+"expand" function once per draw. Both are JAX functions here, made from the
+same graphs as the other samplers' (PyMC's JAX log density, and the returned
+variables' graph), so that they run on whichever device JAX has, and so that
+the draws hold the returned variables only: nutpie's own PyMC compilation
+stores every parameter of every draw, two million floats a draw on the full
+flagship. The expand function hands each draw to :class:`_Collected`, which
+keeps them by chain and tells a block when its draws are in.
+
+nutpie samples the draws it was asked for at the start and has no way to
+draw more from an adapted state later, so a run sampled to a target asks for
+``max_draws`` (:data:`MOST_DRAWS` without one) and is stopped when
+:mod:`.blocks` has seen enough.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import threading
+from typing import Any
+
+import jax
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from pymc_modal.job import SampleSettings, returned
+from pymc_modal.worker import blocks
+from pymc_modal.worker.chains import initial_points
+
+__all__ = ["sample"]
+
+# nutpie's per-draw statistics by PyMC's names (n_steps counts gradient evaluations).
+_STATS = {
+    "logp": "lp",
+    "step_size": "step_size",
+    "n_steps": "n_steps",
+    "depth": "tree_depth",
+    "mean_tree_accept": "acceptance_rate",
+    "diverging": "diverging",
+    "energy": "energy",
+}
+# The draws a chain asked of a run sampled to a target with no max_draws (nutpie sets aside
+# room for every draw's statistics when it starts), which stops there as at max_draws.
+MOST_DRAWS = 1_000_000
+
+
+class _Arrivals:
+    """How many draws, warm-up's included, each chain has expanded so far, and what failed."""
+
+    def __init__(self, chains: int, bar) -> None:
+        self.chains = chains
+        self.bar = bar
+        self.counts: dict[int, int] = {}
+        self.arrived = threading.Condition()
+        self.error: Exception | None = None
+
+    def calling(self, function):
+        """``function``, keeping what it raises: nutpie turns it into a Rust panic."""
+
+        def called(*args):
+            try:
+                return function(*args)
+            except Exception as exc:
+                self.error = self.error or exc
+                raise
+
+        return called
+
+    def add(self, chain: int) -> None:
+        with self.arrived:
+            self.counts[chain] = self.counts.get(chain, 0) + 1
+            self.arrived.notify_all()
+        if self.bar is not None:
+            self.bar.update()
+
+    def wait_for(self, count: int, sampler) -> None:
+        """Return once every chain has expanded ``count`` draws; raise what nutpie raised.
+
+        nutpie is asked whether it stopped with the lock released: its threads
+        wait for the lock to hand over a draw.
+        """
+        while True:
+            with self.failing():
+                finished = _finished(sampler)
+            with self.arrived:
+                counts = self.counts.values()
+                if len(counts) == self.chains and min(counts) >= count:
+                    return
+                if not finished:
+                    self.arrived.wait(timeout=1.0)
+                    continue
+            with self.failing():
+                sampler.wait()
+            raise RuntimeError(f"nutpie stopped before {count} draws a chain")
+
+    @contextlib.contextmanager
+    def failing(self):
+        """Raise what a call of ours raised in nutpie, rather than nutpie's report of it."""
+        try:
+            yield
+        except BaseException:
+            if self.error is not None:
+                raise self.error from None
+            raise
+
+    def wait_a_moment(self) -> None:
+        """Wait for the next draw, or a tenth of a second."""
+        with self.arrived:
+            self.arrived.wait(timeout=0.1)
+
+
+def _finished(sampler) -> bool:
+    # nutpie 0.16 answers a running sampler's is_finished with TimeoutError.
+    try:
+        return sampler.is_finished
+    except TimeoutError:
+        return False
+
+
+def sample(model, settings: SampleSettings, started: float | None = None) -> dict[str, Any]:
+    """Sample ``model`` with nutpie's NUTS (``settings.sampler == "nutpie"``).
+
+    Parameters
+    ----------
+    model : pymc.Model
+    settings : SampleSettings
+        ``nuts_kwargs`` are nutpie's own sampling options
+        (``low_rank_modified_mass_matrix``).
+    started : float, optional
+        When the worker took the job, as :func:`pymc_modal.worker.blocks.run` takes it.
+
+    Returns
+    -------
+    dict
+        As :func:`pymc_modal.worker.chains.answer` makes it, with PyMC's
+        sample-stat names; ``n_steps`` counts gradient evaluations per draw.
+    """
+    import nutpie
+    from nutpie.compiled_pyfunc import from_pyfunc
+    from pymc.sampling.jax import get_jaxified_logp
+
+    logp_fn = get_jaxified_logp(model)
+    graph = returned(model, settings)
+    points = initial_points(model, settings, logp_fn)
+    if settings.chains == 1:
+        points = [np.asarray(point)[None] for point in points]
+    flat, unravel = ravel_pytree([point[0] for point in points])
+    starts = np.stack(
+        [ravel_pytree([point[c] for point in points])[0] for c in range(settings.chains)]
+    ).astype(np.float64)
+    # nutpie works in float64; the model keeps its own precision.
+    value_and_grad = jax.jit(jax.value_and_grad(lambda x: logp_fn(unravel(x.astype(flat.dtype)))))
+    expand = jax.jit(lambda x: graph.fn(*unravel(x.astype(flat.dtype))))
+    names = [v.name for v in graph.kept] + [f"log_likelihood_{rv.name}" for rv in graph.observed]
+    first = [np.asarray(value) for value in expand(starts[0])]
+
+    def logp(x):
+        value, grad = value_and_grad(x)
+        return float(value), np.asarray(grad, dtype=np.float64)
+
+    bar = None
+    if settings.progressbar:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=settings.chains * (settings.tune + settings.draws),
+            desc="nutpie warm-up + draws, all chains",
+        )
+    arrivals = _Arrivals(settings.chains, bar)
+    # nutpie makes one expand function per chain, and calls each from its chain's thread.
+    made = itertools.count()
+
+    def make_expand(seed1, seed2, chain):
+        key = next(made)
+
+        def expand_one(x):
+            values = dict(zip(names, map(np.asarray, expand(x)), strict=True))
+            arrivals.add(key)
+            return values
+
+        return arrivals.calling(expand_one)
+
+    # nutpie asks for each chain's start with a seed; the chains take PyMC's in turn.
+    started_chains = itertools.count()
+
+    def start(seed):
+        return starts[next(started_chains) % settings.chains]
+
+    compiled = from_pyfunc(
+        ndim=starts.shape[1],
+        make_logp_fn=lambda: arrivals.calling(logp),
+        make_expand_fn=make_expand,
+        expanded_dtypes=[value.dtype for value in first],
+        expanded_shapes=[value.shape for value in first],
+        expanded_names=names,
+        make_initial_point_fn=start,
+    )
+    if settings.target_ess is not None and settings.max_draws is None:
+        settings = dataclasses.replace(settings, max_draws=MOST_DRAWS)
+    total = settings.draws if settings.target_ess is None else settings.max_draws
+    sampler = None
+    taken = 0
+
+    def warm_up() -> None:
+        nonlocal sampler
+        with arrivals.failing():
+            sampler = nutpie.sample(
+                compiled,
+                draws=total,
+                tune=settings.tune,
+                chains=settings.chains,
+                # Every chain at once, each a thread: a block waits for every chain's draws.
+                cores=settings.chains,
+                seed=settings.seed,
+                target_accept=settings.target_accept,
+                progress_bar=False,
+                save_warmup=False,
+                blocking=False,
+                **settings.nuts_kwargs,
+            )
+        arrivals.wait_for(settings.tune, sampler)
+
+    def draw(n: int) -> blocks.Draw:
+        nonlocal taken
+        if bar is not None and taken:
+            bar.total += settings.chains * n
+        arrivals.wait_for(settings.tune + taken + n, sampler)
+        # A draw is in the trace just after its chain expanded it.
+        while True:
+            trace = sampler.inspect()
+            stats = {
+                ours: np.asarray(trace.sample_stats[theirs])[:, taken : taken + n]
+                for theirs, ours in _STATS.items()
+            }
+            if not np.isnan(stats["lp"]).any():
+                break
+            arrivals.wait_a_moment()
+        values = [np.asarray(trace.posterior[name])[:, taken : taken + n] for name in names]
+        taken += n
+        return values, stats
+
+    try:
+        return blocks.run(settings, graph, warm_up, draw, started)
+    finally:
+        if sampler is not None and arrivals.error is None:
+            sampler.cancel()
+        if bar is not None:
+            bar.close()
