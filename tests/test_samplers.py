@@ -171,7 +171,7 @@ def test_nutpie_returns_the_variables_asked_for_and_stops_at_the_target(model, s
         target_ess=50,
     )
 
-    result = nutpie_worker.sample(model, settings)  # asks nutpie for MOST_DRAWS draws a chain
+    result = nutpie_worker.sample(model, settings)  # asks nutpie for MOST_BLOCKS blocks
 
     draws = result["convergence"]["draws"]
     assert result["convergence"]["stop_reason"] == "target" and draws % 100 == 0

@@ -12,8 +12,8 @@ keeps them by chain and tells a block when its draws are in.
 
 nutpie samples the draws it was asked for at the start and has no way to
 draw more from an adapted state later, so a run sampled to a target asks for
-``max_draws`` (:data:`MOST_DRAWS` without one) and is stopped when
-:mod:`.blocks` has seen enough.
+``max_draws`` (:data:`MOST_BLOCKS` blocks without one) and is stopped
+when :mod:`.blocks` has seen enough.
 """
 
 from __future__ import annotations
@@ -44,9 +44,10 @@ _STATS = {
     "diverging": "diverging",
     "energy": "energy",
 }
-# The draws a chain asked of a run sampled to a target with no max_draws (nutpie sets aside
-# room for every draw's statistics when it starts), which stops there as at max_draws.
-MOST_DRAWS = 1_000_000
+# The blocks a run sampled to a target with no max_draws asks nutpie for, and stops at as at
+# max_draws: nutpie reserves memory for every draw it is asked for when it starts, some 5
+# bytes per parameter per draw per chain (it could not reserve 4 x 10**6 draws of 42,042).
+MOST_BLOCKS = 10
 
 
 class _Arrivals:
@@ -201,7 +202,7 @@ def sample(model, settings: SampleSettings, started: float | None = None) -> dic
         make_initial_point_fn=start,
     )
     if settings.target_ess is not None and settings.max_draws is None:
-        settings = dataclasses.replace(settings, max_draws=MOST_DRAWS)
+        settings = dataclasses.replace(settings, max_draws=MOST_BLOCKS * settings.draws)
     total = settings.draws if settings.target_ess is None else settings.max_draws
     sampler = None
     taken = 0
