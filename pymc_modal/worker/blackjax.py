@@ -57,6 +57,41 @@ def _block_keys(draw_key, block, n: int):
     return jax.random.split(key, n)
 
 
+def _ensemble_draws(step, transform, settings: SampleSettings, tick, gradients=lambda: 1):
+    """``draws(n)`` for an ensemble: every chain one step of ``step(parameters)`` a draw.
+
+    ``step(parameters)`` is the adapted kernel, ``(key, state) -> (state, info)``;
+    ``gradients()`` the gradient evaluations of one of its integration steps.
+    """
+
+    def draws(n: int):
+        def ensemble(carry, block):
+            states, parameters, draw_key = carry
+            kernel = jax.vmap(step(parameters))
+
+            def one_draw(states, key):
+                tick()
+                states, info = kernel(jax.random.split(key, settings.chains), states)
+                stats = {
+                    "lp": states.logdensity,
+                    "step_size": jax.numpy.full(settings.chains, parameters["step_size"]),
+                    "n_steps": info.num_integration_steps * gradients(),
+                    "acceptance_rate": info.acceptance_rate,
+                    "diverging": info.is_divergent,
+                    "energy": info.energy,
+                }
+                return states, (jax.vmap(transform)(states.position), stats)
+
+            states, drawn = jax.lax.scan(one_draw, states, _block_keys(draw_key, block, n))
+            # (draw, chain, ...) to (chain, draw, ...)
+            drawn = jax.tree.map(lambda x: jax.numpy.swapaxes(x, 0, 1), drawn)
+            return (states, parameters, draw_key), drawn
+
+        return ensemble
+
+    return draws
+
+
 def _chees(logp_fn, transform, settings: SampleSettings, tick):
     """All chains as one ensemble: ChEES adaptation, then jittered dynamic HMC draws.
 
@@ -100,32 +135,10 @@ def _chees(logp_fn, transform, settings: SampleSettings, tick):
         arrays = {name: value for name, value in parameters.items() if not callable(value)}
         return states, arrays, draw_key
 
-    def draws(n: int):
-        def ensemble(carry, block):
-            states, parameters, draw_key = carry
-            kernel = blackjax.dynamic_hmc(logp_fn, **parameters, **functions).step
+    def step(parameters):
+        return blackjax.dynamic_hmc(logp_fn, **parameters, **functions).step
 
-            def one_draw(states, key):
-                tick()
-                states, info = jax.vmap(kernel)(jax.random.split(key, settings.chains), states)
-                stats = {
-                    "lp": states.logdensity,
-                    "step_size": jax.numpy.full(settings.chains, parameters["step_size"]),
-                    "n_steps": info.num_integration_steps,
-                    "acceptance_rate": info.acceptance_rate,
-                    "diverging": info.is_divergent,
-                    "energy": info.energy,
-                }
-                return states, (jax.vmap(transform)(states.position), stats)
-
-            states, drawn = jax.lax.scan(one_draw, states, _block_keys(draw_key, block, n))
-            # (draw, chain, ...) to (chain, draw, ...)
-            drawn = jax.tree.map(lambda x: jax.numpy.swapaxes(x, 0, 1), drawn)
-            return (states, parameters, draw_key), drawn
-
-        return ensemble
-
-    return warm_up, draws
+    return warm_up, _ensemble_draws(step, transform, settings, tick)
 
 
 def _laps(logp_fn, transform, settings: SampleSettings, tick):
@@ -182,42 +195,25 @@ def _laps(logp_fn, transform, settings: SampleSettings, tick):
         tick(settings.tune)
         return states, arrays, draw_key
 
-    def draws(n: int):
-        def ensemble(carry, block):
-            states, parameters, draw_key = carry
-            kernel = adjusted_mclmc.build_kernel(integrator=kernel_parameters["integrator"])
+    def step(parameters):
+        kernel = adjusted_mclmc.build_kernel(integrator=kernel_parameters["integrator"])
 
-            def one_state(key, state):
-                return kernel(
-                    key,
-                    state,
-                    logp_fn,
-                    parameters["step_size"],
-                    integration_steps_params=(kernel_parameters["steps"],),
-                    inverse_mass_matrix=parameters["inverse_mass_matrix"],
-                    L_proposal_factor=1.25,
-                )
+        def one_state(key, state):
+            return kernel(
+                key,
+                state,
+                logp_fn,
+                parameters["step_size"],
+                integration_steps_params=(kernel_parameters["steps"],),
+                inverse_mass_matrix=parameters["inverse_mass_matrix"],
+                L_proposal_factor=1.25,
+            )
 
-            def one_draw(states, key):
-                tick()
-                states, info = jax.vmap(one_state)(jax.random.split(key, settings.chains), states)
-                stats = {
-                    "lp": states.logdensity,
-                    "step_size": jax.numpy.full(settings.chains, parameters["step_size"]),
-                    "n_steps": info.num_integration_steps * kernel_parameters["gradients"],
-                    "acceptance_rate": info.acceptance_rate,
-                    "diverging": info.is_divergent,
-                    "energy": info.energy,
-                }
-                return states, (jax.vmap(transform)(states.position), stats)
+        return one_state
 
-            states, drawn = jax.lax.scan(one_draw, states, _block_keys(draw_key, block, n))
-            drawn = jax.tree.map(lambda x: jax.numpy.swapaxes(x, 0, 1), drawn)
-            return (states, parameters, draw_key), drawn
-
-        return ensemble
-
-    return warm_up, draws
+    return warm_up, _ensemble_draws(
+        step, transform, settings, tick, lambda: kernel_parameters["gradients"]
+    )
 
 
 def sample(model, settings: SampleSettings, started: float | None = None) -> dict[str, Any]:
