@@ -13,11 +13,10 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from pymc_modal.job import SampleSettings, returned
 from pymc_modal.worker import blocks
-from pymc_modal.worker.chains import initial_points
+from pymc_modal.worker.chains import flat_starts, initial_points
 
 __all__ = ["sample"]
 
@@ -239,11 +238,9 @@ def sample(model, settings: SampleSettings, started: float | None = None) -> dic
     graph = returned(model, settings)
     # LAPS jitters its chains' starts itself.
     start = dataclasses.replace(settings, jitter=False) if settings.sampler == "laps" else settings
-    points = initial_points(model, start, logp_fn)
     # Each chain's position as one flat vector: BlackJAX's ChEES mishandles
     # position leaves of more than one dimension.
-    _, unravel = ravel_pytree([point[0] for point in points])
-    positions = jax.vmap(lambda *point: ravel_pytree(list(point))[0])(*points)
+    positions, unravel = flat_starts(initial_points(model, start, logp_fn), settings.chains)
     build = _chees if settings.sampler == "chees" else _laps
     bar = _progress_bar(settings)
     warm_up_fn, draws = build(

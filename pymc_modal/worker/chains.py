@@ -10,7 +10,7 @@ import numpy as np
 
 from pymc_modal.job import Returned, SampleSettings
 
-__all__ = ["answer", "initial_points"]
+__all__ = ["answer", "flat_starts", "initial_points"]
 
 
 def initial_points(model, settings: SampleSettings, logp_fn) -> list:
@@ -28,6 +28,20 @@ def initial_points(model, settings: SampleSettings, logp_fn) -> list:
         jitter=settings.jitter,
         logp_fn=logp_fn,
     )
+
+
+def flat_starts(points, chains: int):
+    """Each chain's start from :func:`initial_points` as one flat vector, and ``unravel``.
+
+    Returns an array shaped (chains, parameters) and a function turning one
+    such vector back into the value variables' arrays.
+    """
+    from jax.flatten_util import ravel_pytree
+
+    if chains == 1:
+        points = [np.asarray(point)[None] for point in points]
+    _, unravel = ravel_pytree([point[0] for point in points])
+    return jax.vmap(lambda *point: ravel_pytree(list(point))[0])(*points), unravel
 
 
 def answer(

@@ -26,11 +26,10 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from pymc_modal.job import SampleSettings, returned
 from pymc_modal.worker import blocks
-from pymc_modal.worker.chains import initial_points
+from pymc_modal.worker.chains import flat_starts, initial_points
 
 __all__ = ["sample"]
 
@@ -147,16 +146,12 @@ def sample(model, settings: SampleSettings, started: float | None = None) -> dic
 
     logp_fn = get_jaxified_logp(model)
     graph = returned(model, settings)
-    points = initial_points(model, settings, logp_fn)
-    if settings.chains == 1:
-        points = [np.asarray(point)[None] for point in points]
-    flat, unravel = ravel_pytree([point[0] for point in points])
-    starts = np.stack(
-        [ravel_pytree([point[c] for point in points])[0] for c in range(settings.chains)]
-    ).astype(np.float64)
+    positions, unravel = flat_starts(initial_points(model, settings, logp_fn), settings.chains)
     # nutpie works in float64; the model keeps its own precision.
-    value_and_grad = jax.jit(jax.value_and_grad(lambda x: logp_fn(unravel(x.astype(flat.dtype)))))
-    expand = jax.jit(lambda x: graph.fn(*unravel(x.astype(flat.dtype))))
+    dtype = positions.dtype
+    starts = np.asarray(positions, dtype=np.float64)
+    value_and_grad = jax.jit(jax.value_and_grad(lambda x: logp_fn(unravel(x.astype(dtype)))))
+    expand = jax.jit(lambda x: graph.fn(*unravel(x.astype(dtype))))
     names = [v.name for v in graph.kept] + [f"log_likelihood_{rv.name}" for rv in graph.observed]
     first = [np.asarray(value) for value in expand(starts[0])]
 
