@@ -4,7 +4,8 @@ Each sampler fits the same model and data (local backend, one run each, in
 turn), drawing blocks until the smallest bulk and tail ESS over alpha, beta,
 sigma_alpha and sigma_gamma reach ``--target-ess`` with R-hat at most 1.01,
 or until ``--max-seconds``: NumPyro's NUTS (the default, with PyMC's 1,000
-tuning steps), nutpie's NUTS (its own 400), and the ensembles LAPS and ChEES.
+tuning steps), nutpie's NUTS (its own 400; with its low-rank mass matrix,
+its own 800), and the ensemble ChEES.
 For each: the wall time of the call, warm-up and compilation included (what
 a user waits for); the draws and tuning steps each chain took; gradient
 evaluations while drawing, counted per chain and, for the ensembles, per
@@ -14,7 +15,8 @@ the posterior means of alpha and beta lie from a long reference run's
 (``reference.py``) in the reference's sds and in Monte Carlo standard errors.
 Last, each sampler's wall time against the default's.
 
-    python benchmarks/samplers.py [--samplers numpyro nutpie laps chees] [--target-ess 400]
+    python benchmarks/samplers.py [--samplers numpyro nutpie nutpie-low-rank chees]
+        [--target-ess 400] [--observations 20000 --groups 2000 --covariates 20]
 """
 
 import argparse
@@ -33,12 +35,20 @@ from reference import path_for
 from pymc_modal.errors import NotConvergedWarning
 
 # Chains, tuning steps and draws a block for each sampler: the default's and nutpie's own
-# tuning, and for the ensembles as README's table advises; LAPS's draws cost 75 gradients.
+# tuning, and for the ensemble as README's table advises.
 RUNS = {
     "numpyro": {"chains": 4, "tune": 1000, "draws": 250},
     # nutpie reserves memory for every draw it may take when it starts: a cap it can hold.
-    "nutpie": {"chains": 4, "tune": 400, "draws": 250, "max_draws": 6000},
-    "laps": {"chains": 16, "tune": 500, "draws": 25},
+    "nutpie": {"chains": 4, "tune": 400, "draws": 250, "max_draws": 8000},
+    # Its low-rank adaptation, with nutpie's own tuning for it.
+    "nutpie-low-rank": {
+        "sampler": "nutpie",
+        "nuts": {"low_rank_modified_mass_matrix": True},
+        "chains": 4,
+        "tune": 800,
+        "draws": 250,
+        "max_draws": 8000,
+    },
     # On a CPU its ESS grows too slowly to reach the target (BENCHMARKS.md): a shorter cap.
     "chees": {"chains": 16, "tune": 1500, "draws": 250, "max_seconds": 900},
 }
@@ -87,10 +97,9 @@ def main() -> None:
                 warnings.simplefilter("ignore", NotConvergedWarning)
                 idata = fit(
                     model,
-                    sampler=name,
                     random_seed=1,
                     target_ess=args.target_ess,
-                    **{"max_seconds": args.max_seconds, **RUNS[name]},
+                    **{"sampler": name, "max_seconds": args.max_seconds, **RUNS[name]},
                 )
             wall = time.perf_counter() - start
             default_wall = default_wall or wall

@@ -106,10 +106,6 @@ _KERNEL_VALUES = {
 }
 
 
-# Two draws of LAPS's adjusted kernel with its integrator for many parameters (5 gradients a
-# step, 15 steps a draw), the least its second warm-up phase can tune from.
-_LAPS_LEAST_TUNE = 150
-
 # nutpie's sampling options that sampler="nutpie" takes, as nutpie.sample takes them.
 _NUTPIE_VALUES = {"low_rank_modified_mass_matrix": (_is_bool, "True or False")}
 
@@ -124,8 +120,8 @@ def _refuse_unsupported(kwargs: dict[str, Any], nuts_sampler: str) -> None:
     if nuts_sampler != "numpyro":
         raise UnsupportedArgumentError(
             f"nuts_sampler={nuts_sampler!r} is not available: pymc_modal samples with "
-            "NumPyro's NUTS (nuts_sampler='numpyro'), or with nutpie's NUTS, ChEES-HMC or "
-            "LAPS through sampler='nutpie', 'chees' or 'laps'. Use pm.sample for others."
+            "NumPyro's NUTS (nuts_sampler='numpyro'), or with nutpie's NUTS or ChEES-HMC "
+            "through sampler='nutpie' or 'chees'. Use pm.sample for others."
         )
     for name, default in _FIXED.items():
         if name in kwargs and kwargs.pop(name) != default:
@@ -213,32 +209,20 @@ def _sampler_options(
     return float(target_accept), {**driver, "nuts_kwargs": kernel}
 
 
-def _check_sampler(sampler: str, chains: int, tune: int, driver: dict[str, Any], initvals) -> None:
-    """Refuse what the chosen ensemble sampler cannot honour."""
+def _check_sampler(sampler: str, chains: int, driver: dict[str, Any]) -> None:
+    """Refuse what the ensemble sampler, ChEES, cannot honour."""
     if sampler in ("numpyro", "nutpie"):
         return
     if driver["nuts_kwargs"]:
         raise InvalidOptionError(
             f"{', '.join(sorted(driver['nuts_kwargs']))}: NumPyro NUTS options apply to "
-            f"sampler='numpyro' only; sampler={sampler!r} takes "
-            + ("target_accept, " if sampler == "chees" else "")
-            + "jitter and keep_untransformed."
+            f"sampler='numpyro' only; sampler={sampler!r} takes target_accept, jitter and "
+            "keep_untransformed."
         )
     if chains < 2:
         raise InvalidOptionError(
             f"sampler={sampler!r} adapts from an ensemble of chains; pass chains=16 or more "
             "(64 or more on a GPU)."
-        )
-    if sampler == "laps" and tune < _LAPS_LEAST_TUNE:
-        raise InvalidOptionError(
-            f"tune={tune}: sampler='laps' tunes its adjusted kernel over tune gradient "
-            f"evaluations, at least two draws' worth; pass tune={_LAPS_LEAST_TUNE} or more "
-            "(1000 or more for a large model)."
-        )
-    if sampler == "laps" and isinstance(initvals, list | tuple):
-        raise InvalidOptionError(
-            "initvals: sampler='laps' starts every chain from one point, jittered; pass "
-            "initvals as one dict, not one per chain."
         )
 
 
@@ -411,18 +395,17 @@ def sample(
         workers' chains have seeds of their own spawned from ``random_seed``:
         the result is reproducible, but only ``workers=1`` gives the draws of
         ``pm.sample``.
-    sampler : {"numpyro", "nutpie", "chees", "laps"}, optional
+    sampler : {"numpyro", "nutpie", "chees"}, optional
         ``"numpyro"`` (the default, or an enclosing :func:`pymc_modal.options`
         block's): NumPyro's NUTS, the draws of ``pm.sample``. ``"nutpie"``:
         nutpie's NUTS and mass-matrix adaptation (fewer gradients a draw),
         the chains in threads; ``nuts=`` takes its
-        ``low_rank_modified_mass_matrix``. ``"chees"`` and ``"laps"``:
-        BlackJAX's ChEES-adapted HMC and LAPS, the chains one ensemble on
-        one device, for many chains (e.g. ``chains=128``); give them a long
-        warm-up (``tune=1500`` or more) and judge them by long chains. They
-        take ``target_accept`` (ChEES), ``jitter`` and ``keep_untransformed``
-        but no NUTS options. README's "Choosing a sampler" has what each
-        measured.
+        ``low_rank_modified_mass_matrix``. ``"chees"``: BlackJAX's
+        ChEES-adapted HMC, the chains one ensemble on one device, for many
+        chains (e.g. ``chains=128``); give it a long warm-up (``tune=1500``
+        or more) and judge it by long chains. It takes ``target_accept``,
+        ``jitter`` and ``keep_untransformed`` but no NUTS options. README's
+        "Choosing a sampler" has what each measured.
     wait : bool, default True
         If False, start the run detached and return a
         :class:`pymc_modal.runs.Run` at once; :func:`pymc_modal.fetch` with
@@ -496,7 +479,7 @@ def prepare(**arguments: Any) -> pipeline.Call:
     target_accept, driver = _sampler_options(
         given.nuts_sampler_kwargs, given.nuts, given.target_accept, options.sampler
     )
-    _check_sampler(options.sampler, chains, tune, driver, given.initvals)
+    _check_sampler(options.sampler, chains, driver)
     target = _target_settings(
         draws,
         given.target_ess,

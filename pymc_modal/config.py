@@ -21,8 +21,8 @@ from pymc_modal.errors import InvalidOptionError
 __all__ = ["BACKENDS", "SAMPLERS", "Options", "cache_dir", "gpu", "options", "resolve"]
 
 BACKENDS = ("auto", "local", "modal")
-# "numpyro" and "nutpie" are modules of pymc_modal.worker; the others are in its blackjax.
-SAMPLERS = ("numpyro", "nutpie", "chees", "laps")
+# "numpyro" and "nutpie" are modules of pymc_modal.worker; "chees" is in its blackjax.
+SAMPLERS = ("numpyro", "nutpie", "chees")
 DEFAULT_TIMEOUT = 2 * 60 * 60
 MAX_TIMEOUT = 24 * 60 * 60  # Modal's limit for one attempt
 MAX_RETRIES = 10  # Modal's limit
@@ -61,11 +61,11 @@ class Options:
         Seconds a worker stays warm after answering, for the next call to
         reuse with its libraries loaded and its last model compiled (2 to
         3600). On Modal the GPU is billed while it waits.
-    sampler : {"numpyro", "nutpie", "chees", "laps"}
+    sampler : {"numpyro", "nutpie", "chees"}
         ``"numpyro"``: NumPyro's NUTS, as ``pm.sample(nuts_sampler="numpyro")``.
-        ``"nutpie"``: nutpie's NUTS and mass-matrix adaptation. ``"chees"``
-        and ``"laps"``: BlackJAX's ChEES-adapted jittered HMC and LAPS, all
-        chains one ensemble (use many chains and a long warm-up).
+        ``"nutpie"``: nutpie's NUTS and mass-matrix adaptation. ``"chees"``:
+        BlackJAX's ChEES-adapted jittered HMC, all chains one ensemble (use
+        many chains and a long warm-up).
     """
 
     backend: str = "auto"

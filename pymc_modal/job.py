@@ -48,8 +48,8 @@ class SampleSettings:
     whether to compute the pointwise log-likelihood, ``float_x`` the client's
     ``pytensor.config.floatX``, ``sampler`` one of
     :data:`pymc_modal.config.SAMPLERS` (``"numpyro"``:
-    :mod:`pymc_modal.worker.numpyro`, ``"nutpie"``: :mod:`pymc_modal.worker.nutpie`, the
-    ensembles: :mod:`pymc_modal.worker.blackjax`).
+    :mod:`pymc_modal.worker.numpyro`, ``"nutpie"``: :mod:`pymc_modal.worker.nutpie`, ``"chees"``:
+    :mod:`pymc_modal.worker.blackjax`).
 
     With ``target_ess`` set, ``draws`` is the first block of draws, and more
     blocks of up to ``draws`` follow until every returned variable's bulk and

@@ -1,14 +1,13 @@
-"""BlackJAX's ensemble samplers on the worker: ChEES-HMC and LAPS, many chains on one device.
+"""BlackJAX's ChEES-HMC on the worker: many chains as one ensemble on one device.
 
 The same contract as :func:`pymc_modal.worker.numpyro.sample`: PyMC's JAX log density
 and jittered initial points in, the kept variables and PyMC's sample-stat
-names out. They run every chain vectorized on one device, and reduce each
+names out. It runs every chain vectorized on one device, and reduces each
 draw to the variables the result keeps as it is drawn.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
@@ -56,11 +55,10 @@ def _block_keys(draw_key, block, n: int):
     return jax.random.split(key, n)
 
 
-def _ensemble_draws(step, transform, settings: SampleSettings, tick, gradients=lambda: 1):
+def _ensemble_draws(step, transform, settings: SampleSettings, tick):
     """``draws(n)`` for an ensemble: every chain one step of ``step(parameters)`` a draw.
 
-    ``step(parameters)`` is the adapted kernel, ``(key, state) -> (state, info)``;
-    ``gradients()`` the gradient evaluations of one of its integration steps.
+    ``step(parameters)`` is the adapted kernel, ``(key, state) -> (state, info)``.
     """
 
     def draws(n: int):
@@ -74,7 +72,7 @@ def _ensemble_draws(step, transform, settings: SampleSettings, tick, gradients=l
                 stats = {
                     "lp": states.logdensity,
                     "step_size": jax.numpy.full(settings.chains, parameters["step_size"]),
-                    "n_steps": info.num_integration_steps * gradients(),
+                    "n_steps": info.num_integration_steps,
                     "acceptance_rate": info.acceptance_rate,
                     "diverging": info.is_divergent,
                     "energy": info.energy,
@@ -95,7 +93,7 @@ def _chees(logp_fn, transform, settings: SampleSettings, tick):
     """All chains as one ensemble: ChEES adaptation, then jittered dynamic HMC draws.
 
     ``logp_fn`` and ``transform`` take a chain's position as one flat vector;
-    ``tick(n=1)`` is called once a step, warm-up and draws. Returns
+    ``tick()`` is called once a step, warm-up and draws. Returns
     ``warm_up(keys, positions) -> carry`` and ``draws(n)``, a function
     ``(carry, block) -> (carry, (values, stats))`` drawing ``n`` per chain.
     """
@@ -140,83 +138,8 @@ def _chees(logp_fn, transform, settings: SampleSettings, tick):
     return warm_up, _ensemble_draws(step, transform, settings, tick)
 
 
-def _laps(logp_fn, transform, settings: SampleSettings, tick):
-    """All chains as one ensemble: LAPS's two warm-up phases, then adjusted MCLMC (MAMS) draws.
-
-    LAPS (Robnik & Seljak 2026) runs unadjusted microcanonical dynamics until
-    the ensemble's fluctuations settle, then tunes the adjusted kernel's step
-    size over the ensemble; each phase takes up to ``settings.tune`` gradient
-    evaluations a chain. It returns the chains' states only, so the draws go
-    on with its adjusted kernel, its last step size, and a diagonal
-    preconditioner estimated from the ensemble as its first phase estimates
-    one. Its warm-up runs as BlackJAX's own sharded programs, not in one
-    program of ours, so ``warm_up(keys, positions)`` is not to be jitted (it
-    ticks once, for all its steps). Returns what :func:`_chees` returns.
-    """
-    import blackjax.mcmc.adjusted_mclmc as adjusted_mclmc
-    from blackjax.adaptation.laps import laps
-    from blackjax.mcmc.integrators import (
-        generate_isokinetic_integrator,
-        mclachlan_coefficients,
-        omelyan_coefficients,
-    )
-
-    kernel_parameters = {}
-
-    def warm_up(keys, positions):
-        warmup_key, draw_key = jax.random.split(keys[0])
-        dims = positions.shape[1]
-        start = positions[0]
-        spread = 1.0 if settings.jitter else 0.0
-        info, _, _, states = laps(
-            logp_fn,
-            # PyMC's jitter: uniform on (-1, 1) about the initial point, in the unconstrained space.
-            lambda key: start + spread * jax.random.uniform(key, start.shape, minval=-1, maxval=1),
-            dims,
-            settings.tune,
-            settings.tune,
-            settings.chains,
-            jax.sharding.Mesh(np.array(jax.devices()[:1]), ("chains",)),
-            warmup_key,
-        )
-        # LAPS's own choice of integrator for the adjusted kernel.
-        coefficients = omelyan_coefficients if dims > 200 else mclachlan_coefficients
-        kernel_parameters.update(
-            integrator=generate_isokinetic_integrator(coefficients),
-            steps=int(info["phase_2"]["steps_per_sample"][-1]),
-            # Each integration step evaluates the gradient this many times.
-            gradients=len(coefficients) // 2,
-        )
-        arrays = {
-            "step_size": np.asarray(info["phase_2"]["step_size"][-1]),
-            "inverse_mass_matrix": np.var(np.asarray(states.position), axis=0),
-        }
-        tick(settings.tune)
-        return states, arrays, draw_key
-
-    def step(parameters):
-        kernel = adjusted_mclmc.build_kernel(integrator=kernel_parameters["integrator"])
-
-        def one_state(key, state):
-            return kernel(
-                key,
-                state,
-                logp_fn,
-                parameters["step_size"],
-                integration_steps_params=(kernel_parameters["steps"],),
-                inverse_mass_matrix=parameters["inverse_mass_matrix"],
-                L_proposal_factor=1.25,
-            )
-
-        return one_state
-
-    return warm_up, _ensemble_draws(
-        step, transform, settings, tick, lambda: kernel_parameters["gradients"]
-    )
-
-
 def sample(model, settings: SampleSettings, started: float | None = None) -> dict[str, Any]:
-    """Sample ``model`` with ``settings.sampler``: ``"chees"`` or ``"laps"``.
+    """Sample ``model`` with ChEES-HMC (``settings.sampler == "chees"``).
 
     Parameters
     ----------
@@ -236,18 +159,15 @@ def sample(model, settings: SampleSettings, started: float | None = None) -> dic
     # PyMC's flag is named for NumPyro's potential: the default is the log density itself.
     logp_fn = get_jaxified_logp(model)
     graph = returned(model, settings)
-    # LAPS jitters its chains' starts itself.
-    start = dataclasses.replace(settings, jitter=False) if settings.sampler == "laps" else settings
     # Each chain's position as one flat vector: BlackJAX's ChEES mishandles
     # position leaves of more than one dimension.
-    positions, unravel = flat_starts(initial_points(model, start, logp_fn), settings.chains)
-    build = _chees if settings.sampler == "chees" else _laps
+    positions, unravel = flat_starts(initial_points(model, settings, logp_fn), settings.chains)
     bar = _progress_bar(settings)
-    warm_up_fn, draws = build(
+    warm_up_fn, draws = _chees(
         lambda x: logp_fn(unravel(x)),
         lambda x: graph.fn(*unravel(x)),
         settings,
-        (lambda n=1: jax.debug.callback(lambda: bar.update(n))) if bar else (lambda n=1: None),
+        (lambda: jax.debug.callback(bar.update)) if bar else (lambda: None),
     )
     keys = jax.random.split(jax.random.PRNGKey(settings.seed), settings.chains)
     carry = None
@@ -256,9 +176,6 @@ def sample(model, settings: SampleSettings, started: float | None = None) -> dic
 
     def warm_up() -> None:
         nonlocal carry
-        if settings.sampler == "laps":
-            carry = warm_up_fn(keys, positions)
-            return
         run = jax.jit(warm_up_fn).lower(keys, positions).compile()
         if bar:
             bar.reset()  # its rate and time left count from here, not from compiling
