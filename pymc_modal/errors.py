@@ -22,6 +22,7 @@ __all__ = [
     "UnsupportedArgumentError",
     "VersionMismatchError",
     "WorkerError",
+    "WorkerMemoryError",
 ]
 
 
@@ -71,6 +72,10 @@ class VersionMismatchError(PymcModalError, RuntimeError):
 
 class WorkerError(PymcModalError, RuntimeError):
     """The worker failed with an exception that could not be re-raised as itself."""
+
+
+class WorkerMemoryError(PymcModalError, MemoryError):
+    """What the sampler would hold exceeds the worker's memory; refused before sampling."""
 
 
 class GpuNotFoundError(PymcModalError, RuntimeError):

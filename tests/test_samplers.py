@@ -14,7 +14,7 @@ from pytensor.link.jax.dispatch import jax_funcify
 
 import pymc_modal
 from pymc_modal._compat import PYMC_MAJOR
-from pymc_modal.errors import InvalidOptionError, NotConvergedWarning
+from pymc_modal.errors import InvalidOptionError, NotConvergedWarning, WorkerMemoryError
 from pymc_modal.worker import blackjax as blackjax_worker
 from pymc_modal.worker import nutpie as nutpie_worker
 
@@ -171,3 +171,22 @@ def test_nutpie_returns_the_variables_asked_for_and_stops_at_the_target(model, s
     assert set(result["posterior"]) == {"mu"} and set(result["log_likelihood"]) == {"y"}
     assert result["posterior"]["mu"].shape == (2, draws)
     assert result["log_likelihood"]["y"].shape == (2, draws, 20)
+
+
+def test_nutpie_refuses_a_trace_the_machine_could_not_hold_before_sampling(
+    model, settings, monkeypatch
+):
+    per_draw = nutpie_worker.TRACE_BYTES_PER_VALUE * 7 * 2  # 7 parameters, 2 chains
+    monkeypatch.setattr(nutpie_worker, "_memory_bytes", lambda: per_draw * 600)
+    monkeypatch.setattr("nutpie.sample", _never_called)
+    settings = dataclasses.replace(
+        settings, draws=100, tune=100, chains=2, sampler="nutpie", target_ess=50
+    )
+
+    # A target without max_draws asks nutpie for MOST_BLOCKS blocks: 1,000 draws.
+    with pytest.raises(WorkerMemoryError, match=r"1000 draws\).*Pass max_draws=500 or fewer"):
+        nutpie_worker.sample(model, settings)
+
+
+def _never_called(*args, **kwargs):
+    raise AssertionError("nutpie started sampling")

@@ -21,12 +21,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import os
 import threading
 from typing import Any
 
 import jax
 import numpy as np
 
+from pymc_modal.errors import WorkerMemoryError
 from pymc_modal.job import SampleSettings, returned
 from pymc_modal.worker import blocks
 from pymc_modal.worker.chains import flat_starts, initial_points
@@ -47,6 +49,33 @@ _STATS = {
 # max_draws: nutpie reserves memory for every draw it is asked for when it starts, some 5
 # bytes per parameter per draw per chain (it could not reserve 4 x 10**6 draws of 42,042).
 MOST_BLOCKS = 10
+# nutpie 0.16 keeps every draw's unconstrained position and gradient, warm-up's included,
+# whatever it is asked to store: at least this many bytes per parameter per draw per chain
+# (34 to 37 measured, benchmarks/nutpie_memory.py).
+TRACE_BYTES_PER_VALUE = 32
+
+
+def _memory_bytes() -> int:
+    """The memory of the machine the worker runs on."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _check_memory(parameters: int, settings: SampleSettings, draws: int) -> None:
+    """Refuse a run whose trace nutpie could not hold in this machine's memory."""
+    per_draw = TRACE_BYTES_PER_VALUE * parameters * settings.chains
+    need, have = per_draw * (settings.tune + draws), _memory_bytes()
+    if need <= have:
+        return
+    fits = have // per_draw - settings.tune
+    fewer = "max_draws" if settings.target_ess is not None else "draws"
+    raise WorkerMemoryError(
+        f"sampler='nutpie' would hold at least {need / 2**30:.1f} GiB for {settings.chains} "
+        f"chains x ({settings.tune} tune + {draws} draws) of {parameters:,} parameters, more "
+        f"than the {have / 2**30:.1f} GiB of the machine it runs on: nutpie keeps every "
+        "draw's unconstrained position and gradient, whatever var_names keeps. "
+        + (f"Pass {fewer}={fits} or fewer, or use" if fits > 0 else "Use")
+        + " sampler='numpyro', whose memory follows var_names."
+    )
 
 
 class _Arrivals:
@@ -147,6 +176,10 @@ def sample(model, settings: SampleSettings, started: float | None = None) -> dic
     logp_fn = get_jaxified_logp(model)
     graph = returned(model, settings)
     positions, unravel = flat_starts(initial_points(model, settings, logp_fn), settings.chains)
+    if settings.target_ess is not None and settings.max_draws is None:
+        settings = dataclasses.replace(settings, max_draws=MOST_BLOCKS * settings.draws)
+    total = settings.draws if settings.target_ess is None else settings.max_draws
+    _check_memory(positions.shape[1], settings, total)
     # nutpie works in float64; the model keeps its own precision.
     dtype = positions.dtype
     starts = np.asarray(positions, dtype=np.float64)
@@ -196,9 +229,6 @@ def sample(model, settings: SampleSettings, started: float | None = None) -> dic
         expanded_names=names,
         make_initial_point_fn=start,
     )
-    if settings.target_ess is not None and settings.max_draws is None:
-        settings = dataclasses.replace(settings, max_draws=MOST_BLOCKS * settings.draws)
-    total = settings.draws if settings.target_ess is None else settings.max_draws
     sampler = None
     taken = 0
 
