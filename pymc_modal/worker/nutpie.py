@@ -5,10 +5,11 @@ the model: the log density and its gradient once per leapfrog step, and an
 "expand" function once per draw. Both are JAX functions here, made from the
 same graphs as the other samplers' (PyMC's JAX log density, and the returned
 variables' graph), so that they run on whichever device JAX has, and so that
-the draws hold the returned variables only: nutpie's own PyMC compilation
-stores every parameter of every draw, two million floats a draw on the full
-flagship. The expand function hands each draw to :class:`_Collected`, which
-keeps them by chain and tells a block when its draws are in.
+the draws hold the returned variables only. nutpie's trace itself still keeps
+every draw's unconstrained position and gradient, so a run whose trace the
+machine could not hold is refused before nutpie starts. The expand function
+tells :class:`_Arrivals` of each draw, which counts them by chain and tells a
+block when its draws are in.
 
 nutpie samples the draws it was asked for at the start and has no way to
 draw more from an adapted state later, so a run sampled to a target asks for
