@@ -173,18 +173,29 @@ def test_nutpie_returns_the_variables_asked_for_and_stops_at_the_target(model, s
     assert result["log_likelihood"]["y"].shape == (2, draws, 20)
 
 
+@pytest.mark.parametrize(
+    ("draws", "target_ess", "room", "message"),
+    [
+        # A target without max_draws asks nutpie for MOST_BLOCKS blocks.
+        (100, 50, 600, r"100 tune \+ 1000 draws\).*Pass max_draws of 500 or fewer"),
+        (600, 50, 600, r"100 tune \+ 6000 draws\).*Pass draws and max_draws of 500 or fewer"),
+        (1000, None, 600, r"100 tune \+ 1000 draws\).*Pass draws of 500 or fewer"),
+        # Not even the warm-up fits.
+        (1000, None, 50, r"var_names keeps\. Use sampler='numpyro'"),
+    ],
+)
 def test_nutpie_refuses_a_trace_the_machine_could_not_hold_before_sampling(
-    model, settings, monkeypatch
+    model, settings, monkeypatch, draws, target_ess, room, message
 ):
+    """``room``: the draws a chain, warm-up's included, the machine's memory holds."""
     per_draw = nutpie_worker.TRACE_BYTES_PER_VALUE * 7 * 2  # 7 parameters, 2 chains
-    monkeypatch.setattr(nutpie_worker, "_memory_bytes", lambda: per_draw * 600)
+    monkeypatch.setattr(nutpie_worker, "_memory_bytes", lambda: per_draw * room)
     monkeypatch.setattr("nutpie.sample", _never_called)
     settings = dataclasses.replace(
-        settings, draws=100, tune=100, chains=2, sampler="nutpie", target_ess=50
+        settings, draws=draws, tune=100, chains=2, sampler="nutpie", target_ess=target_ess
     )
 
-    # A target without max_draws asks nutpie for MOST_BLOCKS blocks: 1,000 draws.
-    with pytest.raises(WorkerMemoryError, match=r"1000 draws\).*Pass max_draws=500 or fewer"):
+    with pytest.raises(WorkerMemoryError, match=message):
         nutpie_worker.sample(model, settings)
 
 

@@ -68,13 +68,16 @@ def _check_memory(parameters: int, settings: SampleSettings, draws: int) -> None
     if need <= have:
         return
     fits = have // per_draw - settings.tune
-    fewer = "max_draws" if settings.target_ess is not None else "draws"
+    if settings.target_ess is None:
+        fewer = "draws"
+    else:  # a block of draws must fit too, and max_draws may not be under it
+        fewer = "max_draws" if fits >= settings.draws else "draws and max_draws"
     raise WorkerMemoryError(
         f"sampler='nutpie' would hold at least {need / 2**30:.1f} GiB for {settings.chains} "
         f"chains x ({settings.tune} tune + {draws} draws) of {parameters:,} parameters, more "
         f"than the {have / 2**30:.1f} GiB of the machine it runs on: nutpie keeps every "
         "draw's unconstrained position and gradient, whatever var_names keeps. "
-        + (f"Pass {fewer}={fits} or fewer, or use" if fits > 0 else "Use")
+        + (f"Pass {fewer} of {fits} or fewer, or use" if fits > 0 else "Use")
         + " sampler='numpyro', whose memory follows var_names."
     )
 
