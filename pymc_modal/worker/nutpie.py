@@ -51,9 +51,9 @@ _STATS = {
 # bytes per parameter per draw per chain (it could not reserve 4 x 10**6 draws of 42,042).
 MOST_BLOCKS = 10
 # nutpie 0.16 keeps every draw's unconstrained position and gradient, warm-up's included,
-# whatever it is asked to store: at least this many bytes per parameter per draw per chain
-# (34 to 37 measured, benchmarks/nutpie_memory.py).
-TRACE_BYTES_PER_VALUE = 32
+# whatever it is asked to store: this many bytes per parameter per draw per chain, the most
+# measured (33.6 to 36.7, benchmarks/nutpie_memory.py); the worker's own memory comes on top.
+TRACE_BYTES_PER_VALUE = 37
 
 
 def _memory_bytes() -> int:
@@ -73,7 +73,7 @@ def _check_memory(parameters: int, settings: SampleSettings, draws: int) -> None
     else:  # a block of draws must fit too, and max_draws may not be under it
         fewer = "max_draws" if fits >= settings.draws else "draws and max_draws"
     raise WorkerMemoryError(
-        f"sampler='nutpie' would hold at least {need / 2**30:.1f} GiB for {settings.chains} "
+        f"sampler='nutpie' would hold about {need / 2**30:.1f} GiB for {settings.chains} "
         f"chains x ({settings.tune} tune + {draws} draws) of {parameters:,} parameters, more "
         f"than the {have / 2**30:.1f} GiB of the machine it runs on: nutpie keeps every "
         "draw's unconstrained position and gradient, whatever var_names keeps. "
