@@ -5,6 +5,8 @@ afterwards; pymc_modal transforms each draw as it is collected and keeps only
 what the result holds. Equal draws here are the lean trace's identity test.
 """
 
+import dataclasses
+
 import numpy as np
 import pymc as pm
 import pytest
@@ -78,3 +80,16 @@ def test_var_names_and_log_likelihood_match_and_blocks_draw_what_one_run_draws(m
         "max_draws",
         2,
     )
+
+
+def test_the_progress_bar_s_stretches_draw_what_one_run_draws(model, settings):
+    from pymc_modal.worker import numpyro
+
+    settings = dataclasses.replace(settings, draws=25, tune=25, chains=2)
+    quiet = numpyro.sample(model, settings)
+    shown = numpyro.sample(model, dataclasses.replace(settings, progressbar=True))
+
+    for name, values in quiet["posterior"].items():
+        np.testing.assert_array_equal(shown["posterior"][name], values)
+    for name, values in quiet["sample_stats"].items():
+        np.testing.assert_array_equal(shown["sample_stats"][name], values)

@@ -59,7 +59,8 @@ def test_tiny_flagship_runs_and_writes_the_plot(tmp_path, capsys):
     assert re.search(sampler_line, printed.out)
     blocks = out["idata"].attrs["pymc_modal_blocks"]
     assert f"draws per chain in {blocks} blocks (target: ESS 20, R-hat 1.01)" in printed.out
-    assert re.search(r"^draws 40: min bulk ESS \d+", printed.err, re.MULTILINE)
+    # On a line of its own, above the progress bar.
+    assert re.search(r"(^|\r)draws 40: min bulk ESS \d+.*\n", printed.err, re.MULTILINE)
     # JAX's float64 truncation warning, neither from this process nor from the worker's.
     assert not [w for w in caught if "Explicitly requested dtype float64" in str(w.message)]
     assert "Explicitly requested dtype float64" not in printed.err

@@ -23,6 +23,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
 from pymc_modal.convergence import Diagnostics, diagnose, format_seconds
 from pymc_modal.job import Returned, SampleSettings
@@ -143,7 +144,9 @@ class _Watch:
             )
             if self.reason:
                 line += f"; stopped by {self.reason}={getattr(settings, self.reason):g}"
-        print(line, file=sys.stderr, flush=True)
+        # Above the sampler's progress bar, if one is shown, rather than through it.
+        tqdm.write(line, file=sys.stderr)
+        sys.stderr.flush()
 
     def record(self) -> dict[str, Any]:
         """What the result's attrs say of the run: why it stopped and what it reached."""

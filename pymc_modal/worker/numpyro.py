@@ -1,21 +1,29 @@
 """Sample a PyMC model with NumPyro's NUTS, as PyMC's JAX path does.
 
-This is ``pymc.sampling.jax.sample_jax_nuts(nuts_sampler="numpyro")`` with the
-result left as plain arrays for the client to wrap, and each draw reduced on
-the device to the variables the result keeps as it is collected. NumPyro's
-``MCMC.warmup`` then ``MCMC.run`` from the warmed-up state draw what one
-``MCMC.run`` draws, so the first block's draws are those PyMC itself would
-give for the same seed; each further block goes on from the last one's state
-(:mod:`pymc_modal.worker.blocks`).
+This is ``pymc.sampling.jax.sample_jax_nuts(nuts_sampler="numpyro")``'s kernel
+with the chains stepped here instead of by NumPyro's ``MCMC``, each draw
+reduced on the device to the variables the result keeps as it is collected.
+``MCMC.run`` traces its loop anew on every call (and under ``pmap`` compiles it
+anew), so a run in many blocks, or a warm worker's many calls, would pile up
+compiled programs until the process runs out of memory mappings. Here each
+program (the warm-up, and the draws of a block of each length) is compiled
+once and kept with the :class:`Sampler`. The chains start and step with the
+same kernel and keys as in one ``MCMC.run``, so the draws are those
+``pm.sample`` gives for the same seed, however they are split into blocks
+(:mod:`pymc_modal.worker.blocks`) or into stretches for the progress bar.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import operator
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
+from numpyro.util import nested_attrgetter
 
 from pymc_modal.job import EXTRA_FIELDS, Returned, SampleSettings, returned
 from pymc_modal.worker import blocks
@@ -23,27 +31,152 @@ from pymc_modal.worker.chains import initial_points
 
 __all__ = ["Sampler", "compile_sampler", "sample"]
 
+# What each draw collects besides the kept variables.
+_FIELDS = tuple(dict.fromkeys(("diverging", *EXTRA_FIELDS)))
+# With a progress bar, each warm-up and each block is stepped in about this many stretches.
+_UPDATES = 20
+
 
 @dataclasses.dataclass
 class Sampler:
-    """A model converted to JAX with its NumPyro ``MCMC``, to run again with other seeds.
+    """A model's NUTS kernel and its compiled programs, to run again with other seeds.
 
     Running it again for a model with the same log density and settings (but
-    for ``seed``, ``initvals`` and ``jitter``) skips PyMC's conversion to JAX.
-    NumPyro traces its loop anew on every run and block; with JAX's persistent
-    compilation cache the XLA compilation is skipped too, which is why the
-    loop reports nothing to the host (a program with host callbacks is never
-    cached).
+    for ``seed``, ``initvals`` and ``jitter``) skips PyMC's conversion to JAX
+    and every compilation. A program's steps are a loop whose bounds are
+    arguments, not constants, so a stretch of a warm-up or of a block runs
+    the very program the whole of it runs, with the same draws, and XLA
+    compiles it once. No program calls back to the host, so JAX's persistent
+    compilation cache keeps them for other processes too.
+
+    Attributes
+    ----------
+    chain_method : {"parallel", "vectorized", "sequential"}
+        How the chains run: ``MCMC``'s ``chain_method``, "sequential" where
+        it would fall back to it.
+    programs : dict
+        The compiled programs by name and, for draws, the block's length.
     """
 
     logp_fn: Any
     returned: Returned
-    mcmc: Any
+    kernel: Any
+    tune: int
+    chain_method: str
+    programs: dict[tuple[str, int], Callable] = dataclasses.field(default_factory=dict)
+
+    def start(self, keys, points):
+        """Every chain's start: the state to warm up from, or for parallel chains what makes it.
+
+        ``MCMC`` starts vectorized and sequential chains outside of any
+        compiled program, and parallel ones in the program that warms them up.
+        """
+        if self.chain_method == "parallel":
+            return keys, points
+        if self.chain_method == "vectorized":
+            return jax.vmap(self._init)(keys, points)
+        chains = [self._init(key, [point[i] for point in points]) for i, key in enumerate(keys)]
+        return jax.tree.map(lambda *chain: jax.numpy.stack(chain), *chains)
+
+    def tune_steps(self, state, steps: int, first: bool):
+        """``steps`` warm-up steps of every chain from ``state`` (the start, if ``first``)."""
+        starts = first and self.chain_method == "parallel"
+
+        def one_chain(state, steps):
+            if starts:
+                state = self._init(*state)
+            return jax.lax.fori_loop(0, steps, lambda _, state: self._step(state), state)
+
+        program = self._program("start and tune" if starts else "tune", 0, one_chain, (0, None))
+        return program(state, np.int32(steps))
+
+    def draw_steps(self, state, collected, n: int, lower: int, upper: int):
+        """Draws ``lower`` to ``upper`` of a block of ``n`` from ``state``, into ``collected``.
+
+        ``collected`` holds the block's kept variables and fields, each with
+        a leading axis of ``n`` per chain; None for a block's first stretch.
+        Returns the last state and ``collected`` with the new draws.
+        """
+
+        def one_chain(state, collected, lower, upper):
+            def step(i, carry):
+                state, collected = carry
+                state = self._step(state)
+                drawn = (self.returned.fn(*state.z), nested_attrgetter(*_FIELDS)(state))
+                collected = jax.tree.map(lambda c, x: c.at[i].set(x), collected, drawn)
+                return state, collected
+
+            return jax.lax.fori_loop(lower, upper, step, (state, collected))
+
+        if collected is None:
+            collected = self._program("empty", n, lambda state: self._empty(state, n), (0,))(state)
+        program = self._program("draw", n, one_chain, (0, 0, None, None))
+        return program(state, collected, np.int32(lower), np.int32(upper))
+
+    def _init(self, key, point):
+        return self.kernel.init(key, self.tune, point, (), {})
+
+    def _step(self, state):
+        return self.kernel.sample(state, (), {})
+
+    def _empty(self, state, n: int):
+        """One chain's collection of ``n`` draws, zeros."""
+        drawn = jax.eval_shape(
+            lambda state: (self.returned.fn(*state.z), nested_attrgetter(*_FIELDS)(state)), state
+        )
+        return jax.tree.map(lambda x: jax.numpy.zeros((n, *x.shape), x.dtype), drawn)
+
+    def _program(self, name: str, length: int, one_chain: Callable, axes: tuple) -> Callable:
+        """``one_chain`` compiled for every chain, the first time ``(name, length)`` is asked for.
+
+        ``axes`` says of each argument whether it has the chains' axis (0) or
+        is the same for every chain (None), as ``jax.vmap``'s ``in_axes``.
+        """
+        if (name, length) not in self.programs:
+            if self.chain_method == "parallel":
+                program = jax.pmap(one_chain, in_axes=axes)
+            elif self.chain_method == "vectorized":
+                program = jax.jit(jax.vmap(one_chain, in_axes=axes))
+            else:
+                program = _one_after_another(jax.jit(one_chain), axes)
+            self.programs[name, length] = program
+        return self.programs[name, length]
+
+
+def _one_after_another(compiled: Callable, axes: tuple) -> Callable:
+    """Sequential chains: ``compiled`` run for one chain after another, the outputs stacked."""
+
+    def program(*arguments):
+        outputs = []
+        for i in range(len(jax.tree.leaves(arguments[0])[0])):
+            own = [
+                argument if axis is None else jax.tree.map(operator.itemgetter(i), argument)
+                for argument, axis in zip(arguments, axes, strict=True)
+            ]
+            outputs.append(compiled(*own))
+        return jax.tree.map(lambda *chain: jax.numpy.stack(chain), *outputs)
+
+    return program
+
+
+def _chain_method(settings: SampleSettings) -> str:
+    """How ``MCMC`` would run the chains: "sequential" for one, or too few for "parallel"."""
+    devices = jax.local_device_count()
+    if settings.chains == 1:
+        return "sequential"
+    if settings.chain_method == "parallel" and devices < settings.chains:
+        warnings.warn(
+            f"There are not enough devices to run parallel chains: expected {settings.chains} "
+            f"but got {devices}. Chains will be drawn sequentially.",
+            stacklevel=2,
+        )
+        return "sequential"
+    return settings.chain_method
 
 
 def compile_sampler(model, settings: SampleSettings) -> Sampler:
     """Convert ``model`` to JAX and set up NumPyro's NUTS for ``settings``; nothing runs yet."""
-    from numpyro.infer import MCMC, NUTS
+    from numpyro.infer import NUTS
     from pymc.sampling.jax import get_jaxified_logp
 
     logp_fn = get_jaxified_logp(model, negative_logp=False)
@@ -53,18 +186,26 @@ def compile_sampler(model, settings: SampleSettings) -> Sampler:
         "dense_mass": False,
         **settings.nuts_kwargs,
     }
-    graph = returned(model, settings)
     kernel = NUTS(potential_fn=logp_fn, target_accept_prob=settings.target_accept, **nuts_kwargs)
-    mcmc = MCMC(
-        kernel,
-        num_warmup=settings.tune,
-        num_samples=settings.draws,
-        num_chains=settings.chains,
-        postprocess_fn=lambda z: graph.fn(*z),
-        chain_method=settings.chain_method,
-        progress_bar=settings.progressbar,
-    )
-    return Sampler(logp_fn, graph, mcmc)
+    graph = returned(model, settings)
+    return Sampler(logp_fn, graph, kernel, settings.tune, _chain_method(settings))
+
+
+def _stretches(steps: int, bar) -> list[int]:
+    """``steps`` as one stretch, or with a progress bar as about :data:`_UPDATES` of two lengths."""
+    length = steps if bar is None else max(1, steps // _UPDATES)
+    whole, rest = divmod(steps, length) if steps else (0, 0)
+    return [length] * whole + ([rest] if rest else [])
+
+
+class _Fields:
+    """The collected fields as PyMC reads them from an ``MCMC`` (``get_extra_fields``)."""
+
+    def __init__(self, fields: dict[str, np.ndarray]) -> None:
+        self.fields = fields
+
+    def get_extra_fields(self, group_by_chain: bool = False) -> dict[str, np.ndarray]:
+        return self.fields
 
 
 def sample(
@@ -91,22 +232,46 @@ def sample(
 
     if sampler is None:
         sampler = compile_sampler(model, settings)
-    mcmc = sampler.mcmc
     points = initial_points(model, settings, sampler.logp_fn)
     key = jax.random.PRNGKey(settings.seed)
     if settings.chains > 1:
-        key = jax.random.split(key, settings.chains)
+        keys = jax.random.split(key, settings.chains)
+    else:  # MCMC runs one chain unbatched, with the key as it is
+        keys, points = key[None], [np.asarray(point)[None] for point in points]
+    bar = None
+    if settings.progressbar:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=settings.tune + settings.draws, desc="numpyro warm-up + draws")
+    state = None
 
     def warm_up() -> None:
-        mcmc.warmup(key, init_params=points)
-        jax.block_until_ready(mcmc.post_warmup_state)
+        nonlocal state
+        state = sampler.start(keys, points)
+        # No warm-up is still one program, which starts parallel chains.
+        for i, length in enumerate(_stretches(settings.tune, bar) or [0]):
+            state = jax.block_until_ready(sampler.tune_steps(state, length, first=i == 0))
+            if bar is not None:
+                bar.update(length)
 
     def draw(n: int) -> blocks.Draw:
-        mcmc.num_samples = n
-        mcmc.run(mcmc.post_warmup_state.rng_key, extra_fields=EXTRA_FIELDS)
-        mcmc.post_warmup_state = mcmc.last_state
-        values = [np.asarray(value) for value in mcmc.get_samples(group_by_chain=True)]
-        stats = {name: np.asarray(v) for name, v in _numpyro_stats_to_dict(mcmc).items()}
-        return values, stats
+        nonlocal state
+        if bar is not None and bar.n >= bar.total:
+            bar.total += n  # one bar over warm-up and every block
+        collected, done = None, 0
+        for length in _stretches(n, bar):
+            state, collected = sampler.draw_steps(state, collected, n, done, done + length)
+            jax.block_until_ready(collected)
+            done += length
+            if bar is not None:
+                bar.update(length)
+        values, fields = jax.device_get(collected)
+        # MCMC's fields come in a dict, which JAX's tree functions sort by key.
+        fields = dict(sorted(zip(_FIELDS, fields, strict=True)))
+        return list(values), _numpyro_stats_to_dict(_Fields(fields))
 
-    return blocks.run(settings, sampler.returned, warm_up, draw, started)
+    try:
+        return blocks.run(settings, sampler.returned, warm_up, draw, started)
+    finally:
+        if bar is not None:
+            bar.close()
