@@ -61,7 +61,9 @@ RESULTS_VOLUME = "pymc-modal-results"
 JAX_CACHE_VOLUME = "pymc-modal-jax-cache"
 JAX_CACHE_MAX_BYTES = 4 * 1024**3
 PINNED = ("pymc", "pytensor", "numpy", "arviz", "numpyro", "nutpie", "blackjax", "cloudpickle")
-CUDA_EXTRA = "cuda12"
+# JAX publishes no CUDA 12 plugin from 0.12.1 on; Modal's hosts run NVIDIA's 580 driver
+# series, which CUDA 13 needs.
+CUDA13_FROM = "0.12.1"
 # Modal sends an argument over 2 MiB (over 8 KiB for spawn) through its blob storage,
 # holding it in memory at both ends: a cap keeps a job off that path's limits.
 MAX_PAYLOAD_BYTES = 2 * 1024**3
@@ -74,8 +76,16 @@ def requirements(cuda: bool = True) -> list[str]:
     libraries), for a CPU-only copy of the image.
     """
     pins = [f"{name}=={importlib.metadata.version(name)}" for name in PINNED]
-    extra = f"[{CUDA_EXTRA}]" if cuda else ""
-    return [*pins, f"jax{extra}=={importlib.metadata.version('jax')}"]
+    jax = importlib.metadata.version("jax")
+    extra = f"[{cuda_extra(jax)}]" if cuda else ""
+    return [*pins, f"jax{extra}=={jax}"]
+
+
+def cuda_extra(jax_version: str) -> str:
+    """JAX's CUDA extra for that JAX version: ``"cuda12"``, or ``"cuda13"`` from 0.12.1 on."""
+    from packaging.version import Version
+
+    return "cuda13" if Version(jax_version) >= Version(CUDA13_FROM) else "cuda12"
 
 
 def _image() -> modal.Image:

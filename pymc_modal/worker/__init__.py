@@ -87,7 +87,7 @@ def _check_gpu() -> None:
             f"This worker was started on a GPU, but JAX found only {jax.devices()}, so it would "
             "sample on the CPU while the GPU is billed; nothing was sampled. JAX's CUDA plugin "
             "did not load: the container's log says why (look for 'Unable to initialize backend "
-            "cuda'). Check that the image's jax-cuda12-plugin matches its jax, with "
+            "cuda'). Check that the image's JAX CUDA plugin matches its jax, with "
             "`python -m pymc_modal doctor`."
         )
 
