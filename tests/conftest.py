@@ -7,6 +7,11 @@ import numpy as np
 import pymc as pm
 import pytest
 
+# PyMC's JAX module asks for one CPU device per chain when it is imported, which must come
+# before anything starts JAX: pm.sample, the reference the tests compare with, would
+# otherwise find one device and run "parallel" chains one after another.
+import pymc.sampling.jax  # noqa: F401  isort: skip
+
 # Point Modal at an empty config before anything imports modal.config, so no
 # test can find real credentials or reach Modal's servers.
 _EMPTY_MODAL_CONFIG = Path(tempfile.mkdtemp(prefix="pymc-modal-tests-"), "modal.toml")
