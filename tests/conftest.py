@@ -7,7 +7,7 @@ import numpy as np
 import pymc as pm
 import pytest
 
-# PyMC's JAX module asks for one CPU device per chain when it is imported, which must come
+# PyMC's JAX module asks JAX for many CPU devices when it is imported, which must come
 # before anything starts JAX: pm.sample, the reference the tests compare with, would
 # otherwise find one device and run "parallel" chains one after another.
 import pymc.sampling.jax  # noqa: F401  isort: skip
