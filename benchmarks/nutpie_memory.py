@@ -32,6 +32,7 @@ def one(parameters: int, draws: int) -> None:
     import pytensor
 
     from pymc_modal.job import SampleSettings
+    from pymc_modal.payload import Job
     from pymc_modal.worker import nutpie
 
     peak = [0.0]
@@ -60,7 +61,7 @@ def one(parameters: int, draws: int) -> None:
             sampler="nutpie",
         )
         base = _resident_mib()
-        nutpie.sample(model, settings)
+        nutpie.sample(Job(model, settings, [], None))
     growth = (peak[0] - base) * 1024**2 / (CHAINS * (TUNE + draws))
     print(
         f"| {parameters + 1:,} | {CHAINS} x ({TUNE} + {draws}) | {base:,.0f} | {peak[0]:,.0f} | "

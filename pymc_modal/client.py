@@ -8,21 +8,19 @@ what ``pm.sample`` returns on this installation.
 
 from __future__ import annotations
 
-import difflib
-import functools
 import inspect
 import types
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pytensor
 from pymc.model import modelcontext
 from pymc.sampling.parallel import _cpu_count
 
-from pymc_modal import pipeline
+from pymc_modal import pipeline, samplers
 from pymc_modal._compat import jax_seed
+from pymc_modal.checks import closest, count, is_number, is_whole
 from pymc_modal.config import resolve
 from pymc_modal.errors import InvalidOptionError, UnsupportedArgumentError
 from pymc_modal.job import SampleSettings
@@ -58,64 +56,6 @@ _DRIVER_OPTIONS = {
 _NO_EFFECT = ("postprocessing_backend", "postprocessing_vectorize", "postprocessing_chunks")
 
 
-def _is_whole(value) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-
-
-def _count(name: str, value, least: int, what: str, example: int) -> int:
-    """``value`` as an int if it is a whole number of at least ``least``; else refused."""
-    if not _is_whole(value) or value < least:
-        raise InvalidOptionError(
-            f"{name}={value!r}: pass a whole number of {what}, such as {name}={example}."
-        )
-    return int(value)
-
-
-def _is_bool(value) -> bool:
-    return isinstance(value, bool | np.bool_)
-
-
-def _max_tree_depth(value) -> bool:
-    pair = isinstance(value, tuple) and len(value) == 2
-    return all(_is_whole(d) and d >= 1 for d in value) if pair else _is_whole(value) and value >= 1
-
-
-# Checks of the values of NumPyro NUTS options that NumPyro itself only meets on the worker.
-_KERNEL_VALUES = {
-    "max_tree_depth": (
-        _max_tree_depth,
-        "a positive whole number of tree doublings (the default is 10), or a pair of them "
-        "for warm-up and sampling",
-    ),
-    "step_size": (lambda v: _is_number(v) and 0 < v < np.inf, "a positive number"),
-    **{
-        name: (_is_bool, "True or False")
-        for name in (
-            "adapt_step_size",
-            "adapt_mass_matrix",
-            "dense_mass",
-            "find_heuristic_step_size",
-            "forward_mode_differentiation",
-            "regularize_mass_matrix",
-        )
-    },
-}
-
-
-# nutpie's sampling options that sampler="nutpie" takes, as nutpie.sample takes them.
-_NUTPIE_VALUES = {"low_rank_modified_mass_matrix": (_is_bool, "True or False")}
-
-
-def _closest(name: str, valid) -> str:
-    """`` (did you mean 'x'?)`` for the valid name closest to ``name``, or nothing."""
-    match = difflib.get_close_matches(name, list(valid), n=1)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
 def _refuse_unsupported(kwargs: dict[str, Any], nuts_sampler: str) -> None:
     if nuts_sampler != "numpyro":
         raise UnsupportedArgumentError(
@@ -136,18 +76,10 @@ def _refuse_unsupported(kwargs: dict[str, Any], nuts_sampler: str) -> None:
             )
     if kwargs:
         valid = inspect.signature(sample).parameters
-        unexpected = ", ".join(f"{name}{_closest(name, valid)}" for name in sorted(kwargs))
+        unexpected = ", ".join(f"{name}{closest(name, valid)}" for name in sorted(kwargs))
         raise UnsupportedArgumentError(
             f"pymc_modal.sample got unexpected argument(s) {unexpected}."
         )
-
-
-@functools.cache
-def _kernel_options() -> frozenset[str]:
-    from numpyro.infer import NUTS
-
-    own = {"self", "model", "potential_fn", "target_accept_prob"}
-    return frozenset(inspect.signature(NUTS).parameters) - own
 
 
 def _sampler_options(
@@ -155,10 +87,11 @@ def _sampler_options(
     nuts: dict[str, Any] | None,
     target_accept: float | None,
     sampler: str,
+    chains: int,
 ) -> tuple[float, dict[str, Any]]:
     """Split ``nuts_sampler_kwargs`` (PyMC 5) or ``nuts`` (PyMC 6) into driver and kernel options.
 
-    The kernel options are ``sampler``'s own: nutpie's for ``"nutpie"``, else NumPyro NUTS's.
+    The kernel options are ``sampler``'s own, checked by its registry entry.
     """
     merged = {**(nuts_sampler_kwargs or {}), **(nuts or {})}
     kernel = dict(merged.pop("nuts_kwargs", None) or {})
@@ -180,50 +113,19 @@ def _sampler_options(
                 stacklevel=4,
             )
     kernel.update(merged)
-    if sampler == "nutpie":
-        own, values, whose = set(_NUTPIE_VALUES), _NUTPIE_VALUES, "nutpie's options"
-    else:
-        own, values, whose = _kernel_options(), _KERNEL_VALUES, "NumPyro NUTS options"
-    unknown = sorted(set(kernel) - own)
-    if unknown:
-        valid = {*_DRIVER_OPTIONS, *own}
-        named = ", ".join(f"{name}{_closest(name, valid)}" for name in unknown)
-        raise InvalidOptionError(
-            f"Unknown NUTS option(s) {named}. Sampler options are "
-            f"{', '.join(_DRIVER_OPTIONS)}; {whose} are {', '.join(sorted(own))}."
-        )
     for name, allowed in _DRIVER_OPTIONS.items():
         if name in driver and driver[name] not in allowed:
             raise InvalidOptionError(
                 f"{name}={driver[name]!r} is not one of {', '.join(map(repr, allowed))}."
             )
-    for name, (valid, what) in values.items():
-        if name in kernel and not valid(kernel[name]):
-            raise InvalidOptionError(f"NUTS option {name}={kernel[name]!r}: pass {what}.")
+    samplers.get(sampler).check_options(kernel, chains, also=_DRIVER_OPTIONS)
     target_accept = 0.8 if target_accept is None else target_accept
-    if not _is_number(target_accept) or not 0 < target_accept < 1:
+    if not is_number(target_accept) or not 0 < target_accept < 1:
         raise InvalidOptionError(
             f"target_accept={target_accept!r}: pass the acceptance rate to aim at, a "
             "probability between 0 and 1 such as the default 0.8 (0.95 for hard posteriors)."
         )
-    return float(target_accept), {**driver, "nuts_kwargs": kernel}
-
-
-def _check_sampler(sampler: str, chains: int, driver: dict[str, Any]) -> None:
-    """Refuse what the ensemble sampler, ChEES, cannot honour."""
-    if sampler in ("numpyro", "nutpie"):
-        return
-    if driver["nuts_kwargs"]:
-        raise InvalidOptionError(
-            f"{', '.join(sorted(driver['nuts_kwargs']))}: NumPyro NUTS options apply to "
-            f"sampler='numpyro' only; sampler={sampler!r} takes target_accept, jitter and "
-            "keep_untransformed."
-        )
-    if chains < 2:
-        raise InvalidOptionError(
-            f"sampler={sampler!r} adapts from an ensemble of chains; pass chains=16 or more "
-            "(64 or more on a GPU)."
-        )
+    return float(target_accept), {**driver, "sampler_options": kernel}
 
 
 def _target_settings(
@@ -249,24 +151,24 @@ def _target_settings(
                 "(e.g. target_ess=400), or leave it out to draw exactly draws= per chain."
             )
         return {}
-    if not _is_whole(target_ess) or target_ess < 1:
+    if not is_whole(target_ess) or target_ess < 1:
         raise InvalidOptionError(
             f"target_ess={target_ess!r}: pass a positive whole number of effective draws, "
             "such as target_ess=400."
         )
-    if max_rhat is not None and (not _is_number(max_rhat) or not max_rhat > 1):
+    if max_rhat is not None and (not is_number(max_rhat) or not max_rhat > 1):
         raise InvalidOptionError(
             f"max_rhat={max_rhat!r}: R-hat is 1 at best, so pass a number above 1, such as "
             "the default 1.01."
         )
-    if max_draws is not None and (not _is_whole(max_draws) or max_draws < draws):
+    if max_draws is not None and (not is_whole(max_draws) or max_draws < draws):
         raise InvalidOptionError(
             f"max_draws={max_draws!r}: pass a whole number of draws per chain of at least "
             f"draws={draws}, the first block, which is always drawn."
         )
     for name, unit in (("max_seconds", "seconds"), ("max_cost", "US dollars")):
         value = caps[name]
-        if value is not None and (not _is_number(value) or not value > 0):
+        if value is not None and (not is_number(value) or not value > 0):
             raise InvalidOptionError(f"{name}={value!r}: pass a positive number of {unit}.")
     return {
         "target_ess": int(target_ess),
@@ -461,12 +363,12 @@ def prepare(**arguments: Any) -> pipeline.Call:
     given = types.SimpleNamespace(**bound.arguments)
     _refuse_unsupported(dict(given.kwargs), given.nuts_sampler)
     model = modelcontext(given.model)
-    draws = _count("draws", given.draws, 1, "draws per chain (with target_ess, per block)", 1000)
-    tune = _count("tune", given.tune, 0, "tuning steps per chain, 0 or more", 1000)
+    draws = count("draws", given.draws, "draws per chain (with target_ess, per block)", 1000)
+    tune = count("tune", given.tune, "tuning steps per chain, 0 or more", 1000, least=0)
     if given.chains is None:
         chains = max(2, min(4, _cpu_count()))
     else:
-        chains = _count("chains", given.chains, 1, "chains", 4)
+        chains = count("chains", given.chains, "chains", 4)
     if isinstance(given.var_names, str):
         raise InvalidOptionError(
             f"var_names={given.var_names!r}: pass a list of names, such as "
@@ -477,9 +379,8 @@ def prepare(**arguments: Any) -> pipeline.Call:
         backend=given.backend, gpu=given.gpu, workers=given.workers, sampler=given.sampler
     )
     target_accept, driver = _sampler_options(
-        given.nuts_sampler_kwargs, given.nuts, given.target_accept, options.sampler
+        given.nuts_sampler_kwargs, given.nuts, given.target_accept, options.sampler, chains
     )
-    _check_sampler(options.sampler, chains, driver)
     target = _target_settings(
         draws,
         given.target_ess,

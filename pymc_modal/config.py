@@ -15,14 +15,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pymc_modal import pricing
+from pymc_modal import pricing, samplers
+from pymc_modal.checks import count
 from pymc_modal.errors import InvalidOptionError
 
-__all__ = ["BACKENDS", "SAMPLERS", "Options", "cache_dir", "gpu", "options", "resolve"]
+__all__ = ["BACKENDS", "Options", "cache_dir", "gpu", "options", "resolve"]
 
 BACKENDS = ("auto", "local", "modal")
-# "numpyro" and "nutpie" are modules of pymc_modal.worker; "chees" is in its blackjax.
-SAMPLERS = ("numpyro", "nutpie", "chees")
 DEFAULT_TIMEOUT = 2 * 60 * 60
 MAX_TIMEOUT = 24 * 60 * 60  # Modal's limit for one attempt
 MAX_RETRIES = 10  # Modal's limit
@@ -76,30 +75,31 @@ class Options:
     price_per_second: float | None = None
     workers: int = 1
     scaledown_window: int = 60
-    sampler: str = "numpyro"
+    sampler: str = samplers.DEFAULT
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise InvalidOptionError(
                 f"backend={self.backend!r} is not one of {', '.join(map(repr, BACKENDS))}."
             )
-        if self.sampler not in SAMPLERS:
-            raise InvalidOptionError(
-                f"sampler={self.sampler!r} is not one of {', '.join(map(repr, SAMPLERS))}."
-            )
-        _positive_int("max_result_bytes", self.max_result_bytes)
-        _positive_int("timeout", self.timeout, MAX_TIMEOUT)
-        _positive_int("workers", self.workers)
-        _positive_int("scaledown_window", self.scaledown_window, SCALEDOWN_WINDOW[1])
-        if self.scaledown_window < SCALEDOWN_WINDOW[0]:
-            raise InvalidOptionError(
-                f"scaledown_window={self.scaledown_window!r} is under Modal's minimum of "
-                f"{SCALEDOWN_WINDOW[0]} seconds."
-            )
-        if isinstance(self.retries, bool) or self.retries not in range(MAX_RETRIES + 1):
-            raise InvalidOptionError(
-                f"retries={self.retries!r} must be an integer from 0 to {MAX_RETRIES}."
-            )
+        samplers.get(self.sampler)
+        counts = {
+            "max_result_bytes": count(
+                "max_result_bytes", self.max_result_bytes, "bytes", 2 * 1024**3
+            ),
+            "timeout": count("timeout", self.timeout, "seconds", 3600, most=MAX_TIMEOUT),
+            "workers": count("workers", self.workers, "workers", 2),
+            "scaledown_window": count(
+                "scaledown_window",
+                self.scaledown_window,
+                "seconds",
+                60,
+                *SCALEDOWN_WINDOW,
+            ),
+            "retries": count("retries", self.retries, "retries", 2, 0, MAX_RETRIES),
+        }
+        for name, value in counts.items():
+            object.__setattr__(self, name, value)
         if isinstance(self.gpu, str):
             gpus = self.gpu.split(",")
         else:
@@ -114,13 +114,6 @@ class Options:
             raise InvalidOptionError(
                 f"price_per_second={self.price_per_second!r} must be a non-negative number."
             )
-
-
-def _positive_int(name: str, value: Any, most: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InvalidOptionError(f"{name}={value!r} must be a positive integer.")
-    if most is not None and value > most:
-        raise InvalidOptionError(f"{name}={value!r} is over the maximum of {most}.")
 
 
 _FIELDS = tuple(field.name for field in dataclasses.fields(Options))

@@ -46,18 +46,17 @@ class SampleSettings:
     The fields are the arguments of ``pymc.sampling.jax.sample_jax_nuts``;
     ``seed`` is the integer seed PyMC would pass to it, ``log_likelihood``
     whether to compute the pointwise log-likelihood, ``float_x`` the client's
-    ``pytensor.config.floatX``, ``sampler`` one of
-    :data:`pymc_modal.config.SAMPLERS` (``"numpyro"``:
-    :mod:`pymc_modal.worker.numpyro`, ``"nutpie"``: :mod:`pymc_modal.worker.nutpie`, ``"chees"``:
-    :mod:`pymc_modal.worker.blackjax`).
+    ``pytensor.config.floatX``, ``sampler`` the name of an entry of
+    :data:`pymc_modal.samplers.SAMPLERS` and ``sampler_options`` its own
+    options (NumPyro NUTS's, nutpie's), checked by that entry.
 
     With ``target_ess`` set, ``draws`` is the first block of draws, and more
     blocks of up to ``draws`` follow until every returned variable's bulk and
     tail ESS reach ``target_ess`` and its R-hat is at most ``max_rhat``, or
-    until a cap: ``max_draws`` per chain, ``max_seconds`` of the worker's own
-    time, or ``max_cost`` dollars of it at ``price_per_second`` (also what
-    the forecast of the cost to the target is priced at; None where nothing
-    is billed). See :mod:`pymc_modal.worker.blocks`.
+    until a cap: ``max_draws`` per chain (always set, by the client's plan),
+    ``max_seconds`` of the worker's own time, or ``max_cost`` dollars of it
+    at ``price_per_second`` (also what the forecast of the cost to the
+    target is priced at; None where nothing is billed). See :mod:`pymc_modal.worker.blocks`.
     """
 
     draws: int
@@ -73,7 +72,7 @@ class SampleSettings:
     jitter: bool = True
     keep_untransformed: bool = False
     chain_method: str = "parallel"
-    nuts_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    sampler_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     sampler: str = "numpyro"
     target_ess: int | None = None
     max_rhat: float = 1.01

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pymc_modal import backends, fanout, payload, preflight, pricing, result, store
+from pymc_modal import backends, fanout, payload, preflight, pricing, result, samplers, store
 from pymc_modal.backends import Backend, Delivery
 from pymc_modal.config import Options
 from pymc_modal.convergence import format_seconds
@@ -134,8 +134,10 @@ def _bounded(call: Call) -> SampleSettings:
             f"max_cost={settings.max_cost:g}: the {call.backend.name} backend bills nothing, so "
             "there is no cost to cap; bound the run with max_seconds= instead."
         )
-    fits = options.max_result_bytes // (call.checked.draw_bytes * settings.chains)
-    max_draws = fits if settings.max_draws is None else settings.max_draws
+    max_draws = settings.max_draws
+    if max_draws is None:
+        fits = options.max_result_bytes // (call.checked.draw_bytes * settings.chains)
+        max_draws = samplers.get(settings.sampler).max_draws(settings.draws, fits)
     return dataclasses.replace(settings, max_draws=max_draws, price_per_second=price)
 
 

@@ -39,25 +39,26 @@ class Run:
         return store.read_record(self.folder)
 
     def status(self) -> str:
-        """``"running"``, ``"done"`` or ``"failed"``."""
+        """``"running"``, ``"done"`` or ``"failed"``, asked of the backend; nothing is collected."""
         record = self.record
         try:
-            deliveries = (
-                backends.get(record["backend"]).reattach(record, self.folder).wait(block=False)
-            )
+            answers = backends.get(record["backend"]).reattach(record, self.folder).answers()
         except WorkerError:
             return "failed"
-        if deliveries is None:
+        if answers is None:
             return "running"
-        statuses = [payload.answer_status(delivery.answer) for delivery in deliveries]
-        return "done" if all(status == "ok" for status in statuses) else "failed"
+        return "done" if all(payload.answer_status(a) == "ok" for a in answers) else "failed"
 
     def result(self, wait: bool = True):
         """The run's result; see :func:`fetch`."""
         return fetch(self.id, wait=wait)
 
     def __repr__(self) -> str:
-        return f"<pymc_modal run {self.id}: {self.status()}; pymc_modal.fetch({self.id!r})>"
+        fetched = (self.folder / store.RESULT_FILE).exists()
+        return (
+            f"<pymc_modal run {self.id} on {self.record['attrs']['pymc_modal_where']}"
+            f"{', fetched' if fetched else ''}; pymc_modal.fetch({self.id!r})>"
+        )
 
 
 def fetch(run_id: str, wait: bool = True):

@@ -133,3 +133,31 @@ def modal_server(monkeypatch, tmp_path):
     yield server
     modal_backend.close()
     server.stop()
+
+
+@pytest.fixture
+def in_process(monkeypatch):
+    """``backend="local"`` runs each job in this process (see ``fake_backend``); counts them."""
+    from fake_backend import InProcess
+
+    from pymc_modal import backends
+
+    fake = InProcess()
+    monkeypatch.setitem(backends._opened, "local", fake)
+    return fake
+
+
+@pytest.fixture(autouse=True)
+def _worker_processes_are_slow(request, monkeypatch):
+    """A test that starts a worker process (local, or a doubled Modal container) is ``slow``."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(
+            f"{request.node.name} starts a worker process: mark it @pytest.mark.slow, or use "
+            "the in_process fixture"
+        )
+
+    monkeypatch.setattr("pymc_modal.backends.local._worker_command", refuse)
+    monkeypatch.setattr("modal_double.Container.__init__", refuse)

@@ -13,6 +13,7 @@ from pymc_modal.errors import GpuNotFoundError, MissingCredentialsError
 KEPT, DROPPED, OTHER = "ab" + "1" * 62, "ab" + "2" * 62, "cd" + "3" * 62
 
 
+@pytest.mark.slow
 def test_doctor_reports_each_step_of_a_tiny_run(modal_server):
     lines = doctor("H100")
     report = "\n".join(lines)
@@ -23,6 +24,7 @@ def test_doctor_reports_each_step_of_a_tiny_run(modal_server):
     assert "about $" in lines[-2] and "of H100" in lines[-2]
 
 
+@pytest.mark.slow
 def test_doctor_says_when_the_gpu_is_missing(modal_server):
     modal_server.gpu = False
     with pytest.raises(GpuNotFoundError, match="JAX found only"):

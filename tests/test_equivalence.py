@@ -14,6 +14,7 @@ import pytest
 import pymc_modal
 from pymc_modal._compat import PYMC_MAJOR
 from pymc_modal.errors import NotConvergedWarning
+from pymc_modal.payload import Job
 
 pytestmark = pytest.mark.slow
 
@@ -86,8 +87,8 @@ def test_the_progress_bar_s_stretches_draw_what_one_run_draws(model, settings):
     from pymc_modal.worker import numpyro
 
     settings = dataclasses.replace(settings, draws=25, tune=25, chains=2)
-    quiet = numpyro.sample(model, settings)
-    shown = numpyro.sample(model, dataclasses.replace(settings, progressbar=True))
+    quiet = numpyro.sample(Job(model, settings, [], None))
+    shown = numpyro.sample(Job(model, dataclasses.replace(settings, progressbar=True), [], None))
 
     for name, values in quiet["posterior"].items():
         np.testing.assert_array_equal(shown["posterior"][name], values)

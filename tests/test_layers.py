@@ -2,7 +2,7 @@
 
 The worker side (``pymc_modal.worker``) and the client side (everything else)
 share only the job contract (``job``, ``payload``, ``errors``, ``_compat``,
-``convergence``).
+``convergence``, ``samplers``, ``checks``).
 Imports inside functions count: they are still dependencies.
 """
 
@@ -18,6 +18,8 @@ SHARED = {
     "pymc_modal.errors",
     "pymc_modal._compat",
     "pymc_modal.convergence",
+    "pymc_modal.samplers",
+    "pymc_modal.checks",
 }
 CROSSINGS = {("worker", "client"), ("client", "worker"), ("shared", "client"), ("shared", "worker")}
 # A backend starts the worker through its one entry point.

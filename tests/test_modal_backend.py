@@ -144,6 +144,7 @@ def test_two_clients_storing_the_same_blob_both_succeed(modal_server, monkeypatc
     ).read_bytes() == b"data"
 
 
+@pytest.mark.slow
 def test_a_failed_cache_commit_still_returns_the_answer(modal_server, caplog):
     modal_server.failing_commits = {"pymc-modal-jax-cache"}
     (delivery,) = _run([b"not a job"], resolve())
@@ -151,6 +152,7 @@ def test_a_failed_cache_commit_still_returns_the_answer(modal_server, caplog):
         payload.decode_result(delivery.answer, delivery.where)
 
 
+@pytest.mark.slow
 def test_no_gpu_in_the_container_is_refused_before_sampling(modal_server, settings):
     modal_server.gpu = False
     (delivery,) = _run([payload.encode_job(_tiny_model(), settings)], resolve())
@@ -167,11 +169,17 @@ def test_detached_run_on_modal_is_fetched_from_the_results_volume(modal_server):
     assert app["detached"] and app["description"] == "pymc-modal-detached"
     published = modal_server.volume(RESULTS)
     assert [path.name for path in published.iterdir()] == [f"{run.id}-0"]
-    assert run.status() == "done"  # the answer was found and kept in the run's folder
-    assert list(published.iterdir()) == []  # and removed from the results volume
+    kept = sorted(path.name for path in run.folder.iterdir())
+    # Asking, printing and listing read the answer where it is, and leave it there.
+    assert run.status() == "done" and run.id in repr(run)
+    assert [found["status"] for found in pymc_modal.runs.list_runs()] == ["done"]
+    assert [path.name for path in published.iterdir()] == [f"{run.id}-0"]
+    assert sorted(path.name for path in run.folder.iterdir()) == kept
 
     with pytest.warns(pymc_modal.errors.NotConvergedWarning, match="stopped at max_cost"):
         fetched = pymc_modal.fetch(run.id)
+    assert list(published.iterdir()) == []  # fetched: kept in the run's folder, removed there
+    assert "fetched" in repr(run)
     assert fetched.posterior["x"].shape == (2, 20, 2)
     assert fetched.attrs["pymc_modal_where"] == "Modal A100"
     # The cost uses the price the user set, over the worker's own seconds.
@@ -189,6 +197,7 @@ def _detached(folder, jobs=(b"job",), options=None):
     return modal_backend.BACKEND.submit(list(jobs), options or resolve(), detached=folder)
 
 
+@pytest.mark.slow
 def test_a_detached_run_after_a_waited_one_in_the_same_session(modal_server, tmp_path):
     with pymc_modal.session() as options:
         _run([b"job"], options)
@@ -197,6 +206,7 @@ def test_a_detached_run_after_a_waited_one_in_the_same_session(modal_server, tmp
     assert [app["detached"] for app in modal_server.started_apps] == [False, True]
 
 
+@pytest.mark.slow
 def test_detached_answer_falls_back_to_the_call(modal_server, tmp_path):
     submitted = _detached(tmp_path / "run")
     (modal_server.volume(RESULTS) / "run-0").unlink()  # as if the volume had lost it
@@ -207,6 +217,7 @@ def test_detached_answer_falls_back_to_the_call(modal_server, tmp_path):
     assert (tmp_path / "run" / "answer-0").read_bytes() == b"from the call"
 
 
+@pytest.mark.slow
 def test_a_pending_detached_run_is_running_until_it_answers(modal_server, tmp_path):
     modal_server.hold = True
     submitted = _detached(tmp_path / "run")
@@ -244,6 +255,7 @@ def test_a_dead_detached_run_shows_failed(modal_server):
         pymc_modal.fetch(run.id)
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_starting_a_detached_run_reaches_the_caller(modal_server, tmp_path):
     modal_server.interrupt_spawn = 1
     with pytest.raises(KeyboardInterrupt):
@@ -252,6 +264,7 @@ def test_ctrl_c_while_starting_a_detached_run_reaches_the_caller(modal_server, t
     assert first.cancelled == [True]
 
 
+@pytest.mark.slow
 def test_gpu_timeout_and_retries_from_the_context_manager(modal_server):
     with pymc_modal.gpu("H100", timeout=600, retries=2) as options:
         (delivery,) = _run([b"job"], options)
@@ -273,6 +286,7 @@ def test_gpu_keyword_and_environment_reach_the_call(modal_server, monkeypatch):
     assert modal_server.options[-1]["gpu"] == "H200:2"
 
 
+@pytest.mark.slow
 def test_a_fallback_list_gets_one_app_of_its_own_however_often_it_is_used(modal_server):
     options = resolve(gpu=["H100", "A100-80GB"])
     fallback_app, function = modal_backend._function_for(options)
@@ -285,6 +299,7 @@ def test_a_fallback_list_gets_one_app_of_its_own_however_often_it_is_used(modal_
     assert delivery.where == "Modal H100 or A100-80GB"
 
 
+@pytest.mark.slow
 def test_calls_share_one_running_app_and_container_until_the_session_ends(modal_server):
     with pymc_modal.session(scaledown_window=300) as options:
         _run([b"job"], options)
@@ -297,6 +312,7 @@ def test_calls_share_one_running_app_and_container_until_the_session_ends(modal_
     assert len(modal_server.started_apps) == 2
 
 
+@pytest.mark.slow
 def test_another_fallback_list_stops_the_running_app_and_starts_its_own(modal_server):
     _run([b"job"], resolve())
     _run([b"job"], resolve(gpu=["H100", "A100"]))
@@ -327,6 +343,7 @@ def test_missing_credentials_say_how_to_set_them(monkeypatch):
     assert calls == []
 
 
+@pytest.mark.slow
 def test_remote_exception_keeps_its_traceback(modal_server, model, settings):
     job = payload.encode_job(model, settings)
     header, body = payload._unpack(job)
@@ -370,11 +387,6 @@ def test_oversized_payload_is_refused_before_starting(modal_server, monkeypatch)
     assert modal_server.started_apps == []
 
 
-def test_default_gpu_is_a100(modal_server):
-    _run([b"job"], resolve())
-    assert modal_server.options == [DEFAULT_OPTIONS]
-
-
 def test_the_image_is_built_inside_a_modal_container_too():
     """A user's own Modal function that calls `sample` needs the real image."""
     code = (
@@ -396,21 +408,6 @@ def test_the_image_is_built_inside_a_modal_container_too():
         cwd=__file__.rsplit("/", 1)[0],
     )
     assert out.stdout.strip() == "['pymc_modal']"
-
-
-def test_the_jax_cache_is_capped(tmp_path):
-    import jax
-
-    from pymc_modal import worker
-
-    before = jax.config.jax_compilation_cache_dir, jax.config.jax_compilation_cache_max_size
-    try:
-        worker.use_compilation_cache(tmp_path, max_bytes=modal_backend.JAX_CACHE_MAX_BYTES)
-        assert jax.config.jax_compilation_cache_max_size == modal_backend.JAX_CACHE_MAX_BYTES
-    finally:
-        # Left set, it would have the test process write every program it compiles to disk.
-        jax.config.update("jax_compilation_cache_dir", before[0])
-        jax.config.update("jax_compilation_cache_max_size", before[1])
 
 
 def test_cost_for_a_gpu_and_duration():

@@ -2,6 +2,7 @@
 
 import logging
 
+import numpy as np
 import pytest
 
 import pymc_modal
@@ -64,3 +65,17 @@ def test_scaledown_window_outside_modal_limits_is_refused(seconds):
     with pytest.raises(InvalidOptionError, match=f"scaledown_window={seconds}"):
         resolve(scaledown_window=seconds)
     assert resolve(scaledown_window=2).scaledown_window == 2
+
+
+def test_every_count_takes_numpy_integers_as_sample_does_and_refuses_the_rest():
+    options = resolve(workers=np.int64(2), timeout=np.int32(600), retries=np.int64(1))
+    assert (options.workers, options.timeout, options.retries) == (2, 600, 1)
+    assert all(type(value) is int for value in (options.workers, options.timeout))
+    with pytest.raises(InvalidOptionError, match=r"workers=2.0: pass a whole number of workers"):
+        resolve(workers=2.0)
+    with pytest.raises(InvalidOptionError, match=r"workers=True: pass a whole number"):
+        resolve(workers=True)
+    with pytest.raises(InvalidOptionError, match=r"retries=11: .* retries from 0 to 10"):
+        resolve(retries=11)
+    with pytest.raises(InvalidOptionError, match=r"timeout=0: pass a whole number of seconds"):
+        resolve(timeout=0)

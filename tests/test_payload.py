@@ -1,6 +1,7 @@
 """The payload: bytes, a version manifest the worker checks, the user's modules by value."""
 
 import json
+import struct
 import subprocess
 import sys
 import textwrap
@@ -112,6 +113,7 @@ def user_module(tmp_path, monkeypatch):
     del sys.modules["my_private_ops"]
 
 
+@pytest.mark.slow
 def test_custom_op_from_a_user_module_travels_by_value(user_module, tmp_path, settings):
     import pymc as pm
 
@@ -188,11 +190,13 @@ def test_large_arrays_travel_as_blobs_named_by_their_content(tmp_path, settings)
     np.testing.assert_array_equal(loaded["x"].get_value(), model["x"].get_value())
 
 
-def test_header_is_json():
+def test_header_is_json_readable_without_this_package():
     packed = payload._pack({"kind": "x"}, b"body")
     header, body = payload._unpack(packed)
     assert header == {"kind": "x"} and bytes(body) == b"body"
-    assert json.loads(json.dumps(header)) == header
+    (length,) = struct.unpack(">Q", packed[len(payload.MAGIC) : len(payload.MAGIC) + 8])
+    start = len(payload.MAGIC) + 8
+    assert json.loads(packed[start : start + length]) == {"kind": "x"}
 
 
 def test_coordinate_values_stay_on_the_client(settings):

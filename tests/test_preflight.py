@@ -130,6 +130,7 @@ def test_postprocessing_options_warn_that_they_have_no_effect(model):
         )
 
 
+@pytest.mark.slow
 def test_client_starts_no_jax_device():
     # A fresh process, since this one has started JAX already. A client that started
     # a device would hold most of a local GPU's memory while the worker needs it.

@@ -104,6 +104,7 @@ def test_a_worker_that_dies_is_reported_with_its_log(model):
         pymc_modal.fetch(run.id)
 
 
+@pytest.mark.slow
 def test_unknown_run_says_how_to_list_runs():
     with pytest.raises(RunNotFoundError, match="python -m pymc_modal runs"):
         pymc_modal.fetch("20990101-000000-abcdef")

@@ -1,7 +1,10 @@
 """nutpie and ChEES: the default's posterior and result shape; bad options refused."""
 
 import dataclasses
+import inspect
+import re
 import warnings
+from pathlib import Path
 
 import arviz as az
 import jax
@@ -15,6 +18,8 @@ from pytensor.link.jax.dispatch import jax_funcify
 import pymc_modal
 from pymc_modal._compat import PYMC_MAJOR
 from pymc_modal.errors import InvalidOptionError, NotConvergedWarning, WorkerMemoryError
+from pymc_modal.payload import Job
+from pymc_modal.samplers import DEFAULT, SAMPLERS
 from pymc_modal.worker import blackjax as blackjax_worker
 from pymc_modal.worker import nutpie as nutpie_worker
 
@@ -23,6 +28,7 @@ COMMON = {"draws": 300, "tune": 300, "random_seed": 2, "backend": "local", "prog
 BLOCKS = {"draws": 150, "target_ess": 10**6, "max_draws": 300}
 CHAINS = {"numpyro": 4, "nutpie": 4, "chees": 64}
 OTHERS = [name for name in CHAINS if name != "numpyro"]
+NUTPIE = SAMPLERS["nutpie"]
 
 
 def _groups(result) -> set[str]:
@@ -112,7 +118,7 @@ def test_the_progress_bar_counts_every_warm_up_step_and_draw(
     settings = dataclasses.replace(
         settings, draws=7, tune=tune, chains=2, progressbar=True, sampler=name
     )
-    worker.sample(model, settings)
+    worker.sample(Job(model, settings, [], None))
     assert f"{steps}/{steps}" in capsys.readouterr().err
 
 
@@ -149,7 +155,7 @@ def test_nutpie_raises_the_error_of_a_call_that_failed_in_its_threads(settings):
     _calls.clear()
 
     with pytest.raises(ValueError, match="the device is out of memory"):
-        nutpie_worker.sample(model, settings)
+        nutpie_worker.sample(Job(model, settings, [], None))
 
 
 def test_nutpie_returns_the_variables_asked_for_and_stops_at_the_target(model, settings):
@@ -162,9 +168,10 @@ def test_nutpie_returns_the_variables_asked_for_and_stops_at_the_target(model, s
         var_names=["mu"],
         log_likelihood=True,
         target_ess=50,
+        max_draws=NUTPIE.max_draws(100, 10**9),  # as the plan sets it: most_blocks blocks
     )
 
-    result = nutpie_worker.sample(model, settings)  # asks nutpie for MOST_BLOCKS blocks
+    result = nutpie_worker.sample(Job(model, settings, [], None))
 
     draws = result["convergence"]["draws"]
     assert result["convergence"]["stop_reason"] == "target" and draws % 100 == 0
@@ -173,10 +180,31 @@ def test_nutpie_returns_the_variables_asked_for_and_stops_at_the_target(model, s
     assert result["log_likelihood"]["y"].shape == (2, draws, 20)
 
 
+@pytest.mark.slow
+def test_nutpie_to_a_target_with_no_max_draws_stops_after_its_most_blocks():
+    """The plan bounds the draws by nutpie's most_blocks, not only by the result's size."""
+    with pm.Model() as model:
+        mu = pm.Normal("mu")
+        pm.Normal("x", mu, 1, shape=50)
+
+    with pytest.warns(NotConvergedWarning, match="stopped at max_draws after 1,000 draws"):
+        result = pymc_modal.sample(
+            model=model,
+            sampler="nutpie",
+            target_ess=10**9,
+            draws=100,
+            tune=100,
+            var_names=["mu"],
+            **{name: COMMON[name] for name in ("random_seed", "backend", "progressbar")},
+        )
+
+    assert result.posterior.sizes["draw"] == NUTPIE.most_blocks * 100
+
+
 @pytest.mark.parametrize(
     ("draws", "target_ess", "room", "message"),
     [
-        # A target without max_draws asks nutpie for MOST_BLOCKS blocks.
+        # A target without max_draws asks nutpie for its entry's most_blocks blocks.
         (100, 50, 600, r"100 tune \+ 1000 draws\).*Pass max_draws of 500 or fewer"),
         (600, 50, 600, r"100 tune \+ 6000 draws\).*Pass draws and max_draws of 500 or fewer"),
         (1000, None, 600, r"100 tune \+ 1000 draws\).*Pass draws of 500 or fewer"),
@@ -192,12 +220,31 @@ def test_nutpie_refuses_a_trace_the_machine_could_not_hold_before_sampling(
     monkeypatch.setattr(nutpie_worker, "_memory_bytes", lambda: per_draw * room)
     monkeypatch.setattr("nutpie.sample", _never_called)
     settings = dataclasses.replace(
-        settings, draws=draws, tune=100, chains=2, sampler="nutpie", target_ess=target_ess
+        settings,
+        draws=draws,
+        tune=100,
+        chains=2,
+        sampler="nutpie",
+        target_ess=target_ess,
+        max_draws=None if target_ess is None else NUTPIE.max_draws(draws, 10**9),
     )
 
     with pytest.raises(WorkerMemoryError, match=message):
-        nutpie_worker.sample(model, settings)
+        nutpie_worker.sample(Job(model, settings, [], None))
 
 
 def _never_called(*args, **kwargs):
     raise AssertionError("nutpie started sampling")
+
+
+def test_readme_table_of_samplers_is_the_registry():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Choosing a sampler", 1)[1]
+    table = section.split("| sampler | what it is |", 1)[1].split("\n\n", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    named = [re.match(r"\| `\"(\w+)\"`( \(default\))?", row).groups() for row in rows]
+
+    assert [name for name, _ in named] == list(SAMPLERS)
+    assert [name for name, default in named if default] == [DEFAULT]
+    sampler_doc = inspect.getdoc(pymc_modal.sample).split("\nsampler : ", 1)[1].splitlines()[0]
+    assert sampler_doc == "{" + ", ".join(f'"{name}"' for name in SAMPLERS) + "}, optional"

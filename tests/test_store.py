@@ -13,24 +13,15 @@ from conftest import make_model
 
 import pymc_modal
 from pymc_modal import payload, store
-from pymc_modal.backends import local
 from pymc_modal.preflight import check
 
 TINY = {"draws": 10, "tune": 10, "chains": 1, "backend": "local", "progressbar": False}
 
 
 @pytest.fixture
-def runs_counted(monkeypatch):
-    """The local backend's runs, counted."""
-    counted = []
-    real_submit = local.LocalBackend.submit
-
-    def submit(backend, jobs, options, detached=None):
-        counted.append(len(jobs))
-        return real_submit(backend, jobs, options, detached)
-
-    monkeypatch.setattr(local.LocalBackend, "submit", submit)
-    return counted
+def runs_counted(in_process):
+    """The jobs of each submission, run in this process."""
+    return in_process.submitted
 
 
 def test_identical_call_returns_stored_result(model, runs_counted, caplog):
@@ -75,6 +66,7 @@ def test_failed_run_is_not_stored():
     assert store.load("k")[1]["pymc_modal_workers"] == 1
 
 
+@pytest.mark.slow
 def test_fingerprint_is_the_same_in_another_process(settings):
     code = textwrap.dedent(
         """
@@ -157,6 +149,7 @@ def test_a_write_that_fails_midway_leaves_no_entry(monkeypatch):
     assert list(store.results_dir().iterdir()) == []
 
 
+@pytest.mark.slow
 def test_two_processes_storing_one_key_leave_one_good_entry():
     code = textwrap.dedent(
         """

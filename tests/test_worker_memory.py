@@ -17,6 +17,7 @@ import pytest
 
 from pymc_modal import payload, worker
 from pymc_modal.errors import NotConvergedWarning
+from pymc_modal.payload import Job
 from pymc_modal.worker import blackjax, numpyro, nutpie
 
 pytestmark = pytest.mark.slow
@@ -76,7 +77,7 @@ def test_a_run_of_hundreds_of_blocks_keeps_its_mappings_flat(
     stderr = _Mappings()
     with contextlib.redirect_stderr(stderr), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotConvergedWarning)
-        result = sample(tiny, settings)
+        result = sample(Job(tiny, settings, [], None))
 
     assert result["convergence"]["blocks"] == BLOCKS == len(stderr.counts)
     assert stderr.counts[-1] - stderr.counts[9] < SLACK, stderr.counts[9::30]

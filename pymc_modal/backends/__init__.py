@@ -85,6 +85,17 @@ class Detached(Submission, Protocol):
 
     record: dict[str, Any]
 
+    def answers(self) -> list[bytes] | None:
+        """Every job's answer, read without collecting or removing anything.
+
+        None while any job is still running.
+
+        Raises
+        ------
+        WorkerError
+            If a job ended without an answer.
+        """
+
 
 class Backend(Protocol):
     """Where workers run. Only moves bytes."""

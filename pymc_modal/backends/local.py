@@ -279,19 +279,24 @@ class _Detached:
 
     def __init__(self, record: dict[str, Any], folder: Path) -> None:
         self.record, self.folder = record, folder
-        self.answers = [answer_path(folder, i) for i in range(len(record["pids"]))]
+        self.paths = [answer_path(folder, i) for i in range(len(record["pids"]))]
 
     def _running(self) -> bool:
         return not any(
             not path.exists() and not _alive(pid)
-            for path, pid in zip(self.answers, self.record["pids"], strict=True)
+            for path, pid in zip(self.paths, self.record["pids"], strict=True)
         )
+
+    def answers(self) -> list[bytes] | None:
+        """The answers, once every worker has written its own."""
+        deliveries = self.wait(block=False)
+        return None if deliveries is None else [delivery.answer for delivery in deliveries]
 
     def wait(self, on_answer: OnAnswer = None, block: bool = True) -> list[Delivery] | None:
         """Wait for the answers, relaying the first worker's log to stderr if ``block``."""
         log, offset = self.folder / "log-0.txt", 0
         relay = _relay_log if block else lambda path, offset: offset
-        while not all(path.exists() for path in self.answers):
+        while not all(path.exists() for path in self.paths):
             if not self._running():
                 relay(log, offset)
                 raise WorkerError(
@@ -303,7 +308,7 @@ class _Detached:
             offset = relay(log, offset)
             time.sleep(POLL_SECONDS)
         relay(log, offset)
-        deliveries = [Delivery(path.read_bytes(), {}, WHERE) for path in self.answers]
+        deliveries = [Delivery(path.read_bytes(), {}, WHERE) for path in self.paths]
         for index, delivery in enumerate(deliveries):
             if on_answer is not None:
                 on_answer(index, delivery)

@@ -322,6 +322,20 @@ class _Detached:
     def __init__(self, record: dict[str, Any], folder: Path) -> None:
         self.record, self.folder = record, folder
 
+    def answers(self) -> list[bytes] | None:
+        """Each answer, from the run's folder, else the results volume, else its call."""
+        found = []
+        for index, call_id in enumerate(self.record["calls"]):
+            path = answer_path(self.folder, index)
+            if path.exists():
+                found.append(path.read_bytes())
+                continue
+            answer = _detached_answer(f"{self.folder.name}-{index}", call_id, wait=False)
+            if answer is None:
+                return None
+            found.append(answer)
+        return found
+
     def wait(self, on_answer: OnAnswer = None, block: bool = True) -> list[Delivery] | None:
         """Each answer, from the run's folder, else the results volume, else its call.
 

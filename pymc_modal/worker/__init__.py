@@ -3,29 +3,24 @@
 Everything that runs in the worker's process is in this package: :func:`run`
 (the one entry a backend starts), the local serving loop (``python -m
 pymc_modal.worker``), the samplers (:mod:`.numpyro`, :mod:`.nutpie`,
-:mod:`.blackjax`) and the forward computations (:mod:`.forward`). It knows nothing of where it runs
+:mod:`.blackjax`, run by their entry in :mod:`pymc_modal.samplers`) and the
+forward computations (:mod:`.forward`). It knows nothing of where it runs
 and imports nothing of the client's side, only the shared contract
-(:mod:`pymc_modal.job`, :mod:`pymc_modal.payload`). The same function runs in
-a local process and on a Modal GPU. A worker kept warm for several jobs keeps
-its last model's compiled sampler, so that the same model sampled again
-(another seed, say) is not compiled again.
+(:mod:`pymc_modal.job`, :mod:`pymc_modal.payload`, :mod:`pymc_modal.samplers`).
+The same function runs in a local process and on a Modal GPU.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
 import os
-import pickle
 import time
 import warnings
 
-from pymc_modal import payload
+from pymc_modal import payload, samplers
 from pymc_modal.errors import GpuNotFoundError
 
 __all__ = ["run", "use_compilation_cache"]
-
-# The last job's compiled sampler, under what it was compiled for.
-_warm: tuple[tuple[str, bytes], object] | None = None
 
 
 def use_compilation_cache(folder: str | os.PathLike, max_bytes: int = -1) -> None:
@@ -93,13 +88,12 @@ def _check_gpu() -> None:
 
 
 def _sample(job: payload.Job, started: float) -> dict:
-    global _warm
     import jax
     import pytensor
     from pytensor.link.jax.dispatch import jax_funcify
 
     from pymc_modal.job import FLOAT64_TRUNCATION, ForwardSettings
-    from pymc_modal.worker import blackjax, forward, numpyro, nutpie
+    from pymc_modal.worker import forward
 
     float_x = job.settings.float_x
     pytensor.config.floatX = float_x
@@ -110,18 +104,5 @@ def _sample(job: payload.Job, started: float) -> dict:
         jax_funcify.register(op_class)(conversion)
     if isinstance(job.settings, ForwardSettings):
         return forward.run(job.model, job.settings)
-    if job.settings.sampler == "nutpie":
-        return nutpie.sample(job.model, job.settings, started)
-    if job.settings.sampler != "numpyro":
-        return blackjax.sample(job.model, job.settings, started)
-    # Seed and initial values do not change what is compiled; anything else may.
-    unseeded = dataclasses.replace(job.settings, seed=0, initvals=None, jitter=True)
-    key = (job.fingerprint, pickle.dumps(unseeded))
-    if _warm is not None and job.fingerprint is not None and _warm[0] == key:
-        sampler = _warm[1]
-    else:
-        _warm = None
-        sampler = numpyro.compile_sampler(job.model, job.settings)
-    result = numpyro.sample(job.model, job.settings, sampler, started)
-    _warm = (key, sampler)
-    return result
+    sampler = importlib.import_module(samplers.get(job.settings.sampler).module)
+    return sampler.sample(job, started)

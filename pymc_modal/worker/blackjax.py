@@ -13,9 +13,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from pymc_modal.job import SampleSettings, returned
+from pymc_modal.job import SampleSettings
+from pymc_modal.payload import Job
 from pymc_modal.worker import blocks
-from pymc_modal.worker.chains import flat_starts, initial_points
+from pymc_modal.worker.chains import flat
 
 __all__ = ["sample"]
 
@@ -138,15 +139,11 @@ def _chees(logp_fn, transform, settings: SampleSettings, tick):
     return warm_up, _ensemble_draws(step, transform, settings, tick)
 
 
-def sample(model, settings: SampleSettings, started: float | None = None) -> dict[str, Any]:
-    """Sample ``model`` with ChEES-HMC (``settings.sampler == "chees"``).
+def sample(job: Job, started: float | None = None) -> dict[str, Any]:
+    """Sample the job's model with ChEES-HMC, as every sampler's ``sample`` does.
 
-    Parameters
-    ----------
-    model : pymc.Model
-    settings : SampleSettings
-    started : float, optional
-        When the worker took the job, as :func:`pymc_modal.worker.blocks.run` takes it.
+    See :class:`pymc_modal.samplers.Sampler`. The ensemble's programs are
+    compiled for each job, so the job's fingerprint is not used.
 
     Returns
     -------
@@ -154,17 +151,14 @@ def sample(model, settings: SampleSettings, started: float | None = None) -> dic
         As :func:`pymc_modal.worker.chains.answer` makes it, with PyMC's
         sample-stat names; ``n_steps`` counts gradient evaluations per draw.
     """
-    from pymc.sampling.jax import get_jaxified_logp
-
-    # PyMC's flag is named for NumPyro's potential: the default is the log density itself.
-    logp_fn = get_jaxified_logp(model)
-    graph = returned(model, settings)
+    settings = job.settings
     # Each chain's position as one flat vector: BlackJAX's ChEES mishandles
     # position leaves of more than one dimension.
-    positions, unravel = flat_starts(initial_points(model, settings, logp_fn), settings.chains)
+    model_flat = flat(job.model, settings)
+    graph, unravel, positions = model_flat.returned, model_flat.unravel, model_flat.starts
     bar = _progress_bar(settings)
     warm_up_fn, draws = _chees(
-        lambda x: logp_fn(unravel(x)),
+        lambda x: model_flat.logp(unravel(x)),
         lambda x: graph.fn(*unravel(x)),
         settings,
         (lambda: jax.debug.callback(bar.update)) if bar else (lambda: None),

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
 
-from pymc_modal.job import Returned, SampleSettings
+from pymc_modal.job import Returned, SampleSettings, returned
 
-__all__ = ["answer", "flat_starts", "initial_points"]
+__all__ = ["Flat", "answer", "flat", "flat_starts", "initial_points"]
 
 
 def initial_points(model, settings: SampleSettings, logp_fn) -> list:
@@ -42,6 +44,38 @@ def flat_starts(points, chains: int):
         points = [np.asarray(point)[None] for point in points]
     _, unravel = ravel_pytree([point[0] for point in points])
     return jax.vmap(lambda *point: ravel_pytree(list(point))[0])(*points), unravel
+
+
+@dataclasses.dataclass(frozen=True)
+class Flat:
+    """A model as a sampler of flat vectors sees it: one vector of parameters a chain.
+
+    Attributes
+    ----------
+    logp : callable
+        The log density of the value variables (PyMC's JAX conversion).
+    returned : Returned
+        The returned variables' graph.
+    starts : jax.Array
+        Each chain's start, shaped (chains, parameters).
+    unravel : callable
+        One chain's vector back into the value variables' arrays.
+    """
+
+    logp: Callable
+    returned: Returned
+    starts: Any
+    unravel: Callable
+
+
+def flat(model, settings: SampleSettings) -> Flat:
+    """``model``'s log density, returned variables and chains' starts, for a flat-vector sampler."""
+    from pymc.sampling.jax import get_jaxified_logp
+
+    # PyMC's flag is named for NumPyro's potential: the default is the log density itself.
+    logp = get_jaxified_logp(model)
+    starts, unravel = flat_starts(initial_points(model, settings, logp), settings.chains)
+    return Flat(logp, returned(model, settings), starts, unravel)
 
 
 def answer(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import pickle
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,7 @@ import numpy as np
 from numpyro.util import nested_attrgetter
 
 from pymc_modal.job import EXTRA_FIELDS, Returned, SampleSettings, returned
+from pymc_modal.payload import Job
 from pymc_modal.worker import blocks
 from pymc_modal.worker.chains import initial_points
 
@@ -35,6 +37,8 @@ __all__ = ["Sampler", "compile_sampler", "sample"]
 _FIELDS = tuple(dict.fromkeys(("diverging", *EXTRA_FIELDS)))
 # With a progress bar, each warm-up and each block is stepped in about this many stretches.
 _UPDATES = 20
+# The last run's compiled sampler, under what it was compiled for.
+_warm: tuple[tuple[str | None, bytes], Sampler] | None = None
 
 
 @dataclasses.dataclass
@@ -184,7 +188,7 @@ def compile_sampler(model, settings: SampleSettings) -> Sampler:
         "adapt_step_size": True,
         "adapt_mass_matrix": True,
         "dense_mass": False,
-        **settings.nuts_kwargs,
+        **settings.sampler_options,
     }
     kernel = NUTS(potential_fn=logp_fn, target_accept_prob=settings.target_accept, **nuts_kwargs)
     graph = returned(model, settings)
@@ -208,30 +212,37 @@ class _Fields:
         return self.fields
 
 
-def sample(
-    model, settings: SampleSettings, sampler: Sampler | None = None, started: float | None = None
-) -> dict[str, Any]:
+def _warm_sampler(model, settings: SampleSettings, fingerprint: str | None) -> Sampler:
+    """The last run's sampler if it was compiled for this model and these settings, else a new one.
+
+    Seed and initial values do not change what is compiled; anything else may.
+    """
+    global _warm
+    unseeded = dataclasses.replace(settings, seed=0, initvals=None, jitter=True)
+    key = (fingerprint, pickle.dumps(unseeded))
+    if _warm is None or fingerprint is None or _warm[0] != key:
+        _warm = None
+        _warm = (key, compile_sampler(model, settings))
+    return _warm[1]
+
+
+def sample(job: Job, started: float | None = None) -> dict[str, Any]:
     """Sample ``model`` with NumPyro NUTS as ``pm.sample(nuts_sampler="numpyro")`` would.
 
-    Parameters
-    ----------
-    model : pymc.Model
-    settings : SampleSettings
-    sampler : Sampler, optional
-        This model's sampler from an earlier run with equal settings but for
-        ``seed``, ``initvals`` and ``jitter``; by default one is compiled.
-    started : float, optional
-        When the worker took the job, as :func:`pymc_modal.worker.blocks.run` takes it.
+    Takes what every sampler's ``sample`` takes (:class:`pymc_modal.samplers.Sampler`).
+    The sampler compiled for the last job is used again if the job's
+    fingerprint and its settings but for ``seed``, ``initvals`` and
+    ``jitter`` are equal.
 
     Returns
     -------
     dict
         As :func:`pymc_modal.worker.chains.answer` makes it.
     """
+    model, settings = job.model, job.settings
     from pymc.sampling.jax import _numpyro_stats_to_dict
 
-    if sampler is None:
-        sampler = compile_sampler(model, settings)
+    sampler = _warm_sampler(model, settings, job.fingerprint)
     points = initial_points(model, settings, sampler.logp_fn)
     key = jax.random.PRNGKey(settings.seed)
     if settings.chains > 1:

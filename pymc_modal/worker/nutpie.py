@@ -13,14 +13,13 @@ block when its draws are in.
 
 nutpie samples the draws it was asked for at the start and has no way to
 draw more from an adapted state later, so a run sampled to a target asks for
-``max_draws`` (:data:`MOST_BLOCKS` blocks without one) and is stopped
-when :mod:`.blocks` has seen enough.
+``max_draws`` (its registry entry's ``most_blocks`` blocks unless the user
+gave one) and is stopped when :mod:`.blocks` has seen enough.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import os
 import threading
@@ -30,9 +29,11 @@ import jax
 import numpy as np
 
 from pymc_modal.errors import WorkerMemoryError
-from pymc_modal.job import SampleSettings, returned
+from pymc_modal.job import SampleSettings
+from pymc_modal.payload import Job
+from pymc_modal.samplers import SAMPLERS
 from pymc_modal.worker import blocks
-from pymc_modal.worker.chains import flat_starts, initial_points
+from pymc_modal.worker.chains import flat
 
 __all__ = ["sample"]
 
@@ -46,14 +47,16 @@ _STATS = {
     "diverging": "diverging",
     "energy": "energy",
 }
-# The blocks a run sampled to a target with no max_draws asks nutpie for, and stops at as at
-# max_draws: nutpie reserves memory for every draw it is asked for when it starts, some 5
-# bytes per parameter per draw per chain (it could not reserve 4 x 10**6 draws of 42,042).
-MOST_BLOCKS = 10
 # nutpie 0.16 keeps every draw's unconstrained position and gradient, warm-up's included,
 # whatever it is asked to store: this many bytes per parameter per draw per chain, the most
 # measured (33.6 to 36.7, benchmarks/nutpie_memory.py); the worker's own memory comes on top.
 TRACE_BYTES_PER_VALUE = 37
+
+
+# The samplers to suggest instead.
+_LEAN = " or ".join(
+    f"sampler={name!r}" for name, entry in SAMPLERS.items() if entry.memory_follows_var_names
+)
 
 
 def _memory_bytes() -> int:
@@ -78,7 +81,7 @@ def _check_memory(parameters: int, settings: SampleSettings, draws: int) -> None
         f"than the {have / 2**30:.1f} GiB of the machine it runs on: nutpie keeps every "
         "draw's unconstrained position and gradient, whatever var_names keeps. "
         + (f"Pass {fewer} of {fits} or fewer, or use" if fits > 0 else "Use")
-        + " sampler='numpyro', whose memory follows var_names."
+        + f" {_LEAN}, whose memory follows var_names."
     )
 
 
@@ -155,39 +158,27 @@ def _finished(sampler) -> bool:
         return False
 
 
-def sample(model, settings: SampleSettings, started: float | None = None) -> dict[str, Any]:
-    """Sample ``model`` with nutpie's NUTS (``settings.sampler == "nutpie"``).
+def sample(job: Job, started: float | None = None) -> dict[str, Any]:
+    """Sample the job's model with nutpie's NUTS, as every sampler's ``sample`` does.
 
-    Parameters
-    ----------
-    model : pymc.Model
-    settings : SampleSettings
-        ``nuts_kwargs`` are nutpie's own sampling options
-        (``low_rank_modified_mass_matrix``).
-    started : float, optional
-        When the worker took the job, as :func:`pymc_modal.worker.blocks.run` takes it.
-
-    Returns
-    -------
-    dict
-        As :func:`pymc_modal.worker.chains.answer` makes it, with PyMC's
-        sample-stat names; ``n_steps`` counts gradient evaluations per draw.
+    See :class:`pymc_modal.samplers.Sampler`. nutpie compiles the model anew
+    for each job, so the job's fingerprint is not used. The answer's
+    ``n_steps`` counts gradient evaluations per draw, as ChEES's does.
     """
     import nutpie
     from nutpie.compiled_pyfunc import from_pyfunc
-    from pymc.sampling.jax import get_jaxified_logp
 
-    logp_fn = get_jaxified_logp(model)
-    graph = returned(model, settings)
-    positions, unravel = flat_starts(initial_points(model, settings, logp_fn), settings.chains)
-    if settings.target_ess is not None and settings.max_draws is None:
-        settings = dataclasses.replace(settings, max_draws=MOST_BLOCKS * settings.draws)
+    settings = job.settings
+    model_flat = flat(job.model, settings)
+    graph, unravel = model_flat.returned, model_flat.unravel
     total = settings.draws if settings.target_ess is None else settings.max_draws
-    _check_memory(positions.shape[1], settings, total)
+    _check_memory(model_flat.starts.shape[1], settings, total)
     # nutpie works in float64; the model keeps its own precision.
-    dtype = positions.dtype
-    starts = np.asarray(positions, dtype=np.float64)
-    value_and_grad = jax.jit(jax.value_and_grad(lambda x: logp_fn(unravel(x.astype(dtype)))))
+    dtype = model_flat.starts.dtype
+    starts = np.asarray(model_flat.starts, dtype=np.float64)
+    value_and_grad = jax.jit(
+        jax.value_and_grad(lambda x: model_flat.logp(unravel(x.astype(dtype))))
+    )
     expand = jax.jit(lambda x: graph.fn(*unravel(x.astype(dtype))))
     names = [v.name for v in graph.kept] + [f"log_likelihood_{rv.name}" for rv in graph.observed]
     first = [np.asarray(value) for value in expand(starts[0])]
@@ -251,7 +242,7 @@ def sample(model, settings: SampleSettings, started: float | None = None) -> dic
                 progress_bar=False,
                 save_warmup=False,
                 blocking=False,
-                **settings.nuts_kwargs,
+                **settings.sampler_options,
             )
         arrivals.wait_for(settings.tune, sampler)
 
