@@ -6,8 +6,9 @@ import argparse
 import shutil
 import sys
 
-from pymc_modal import backends, runs, store
+from pymc_modal import attrs, backends, runs, store
 from pymc_modal.errors import MissingCredentialsError, PymcModalError
+from pymc_modal.paths import RunPaths, runs_dir
 
 
 def _once_fetched(record: dict, key: str, template: str) -> str:
@@ -18,7 +19,7 @@ def _once_fetched(record: dict, key: str, template: str) -> str:
 def _list() -> None:
     found = runs.list_runs()
     if not found:
-        print(f"No runs recorded in {store.runs_dir()}.")
+        print(f"No runs recorded in {runs_dir()}.")
         return
     print(
         f"{'run':<24} {'status':<8} {'where':<14} {'workers':>7} {'created':<20} "
@@ -28,7 +29,7 @@ def _list() -> None:
         sampling = _once_fetched(record, "sampling_seconds", "{:.0f} s")
         cost = _once_fetched(record, "cost_usd", "${:.2f}")
         print(
-            f"{record['id']:<24} {record['status']:<8} {record['attrs']['pymc_modal_where']:<14} "
+            f"{record['id']:<24} {record['status']:<8} {record['attrs'][attrs.WHERE]:<14} "
             f"{record['workers']:>7} {record['created']:<20} {sampling:>9}  {cost}"
         )
 
@@ -40,11 +41,11 @@ def _size(size: int) -> str:
 def _clean(dry_run: bool) -> None:
     """Prune every backend's caches, keeping what runs not yet fetched still need."""
     keep, fetched = set(), set()
-    for folder in sorted(store.runs_dir().glob("*")):
+    for folder in sorted(runs_dir().glob("*")):
         record = store.read_record(folder)
         if record is None:
             continue
-        if (folder / store.RESULT_FILE).exists():
+        if RunPaths(folder).result.exists():
             fetched.add(folder.name)
         else:
             keep.update(record.get("blobs", []))  # records older than `clean` have none
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             _clean(args.dry_run)
         else:
             runs.fetch(args.run_id)
-            shutil.copyfile(store.runs_dir() / args.run_id / store.RESULT_FILE, args.output)
+            shutil.copyfile(RunPaths(runs_dir() / args.run_id).result, args.output)
             print(f"Saved run {args.run_id} to {args.output}.")
     except PymcModalError as exc:
         print(f"error: {exc}", file=sys.stderr)

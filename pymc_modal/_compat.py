@@ -87,7 +87,10 @@ def open_netcdf(path: Path):
 
 
 def from_raw(raw, coords, dims, observed_data, constant_data, idata_kwargs):
-    """The result ``pm.sample`` returns, from a run's arrays and the model's context."""
+    """The result ``pm.sample`` returns, from a run's answer and the model's context.
+
+    ``raw`` is a :class:`pymc_modal.job.Answer`.
+    """
     import numpyro
 
     if PYMC_MAJOR < 6:
@@ -95,26 +98,26 @@ def from_raw(raw, coords, dims, observed_data, constant_data, idata_kwargs):
         from arviz.data.base import make_attrs
 
         return arviz.from_dict(
-            posterior=raw["posterior"],
-            log_likelihood=raw["log_likelihood"],
+            posterior=raw.posterior,
+            log_likelihood=raw.log_likelihood,
             observed_data=observed_data,
             constant_data=constant_data,
-            sample_stats=raw["sample_stats"],
+            sample_stats=raw.sample_stats,
             coords=coords,
             dims=dims,
-            attrs=make_attrs(raw["attrs"], library=numpyro),
-            posterior_attrs=make_attrs(raw["attrs"], library=numpyro),
+            attrs=make_attrs(raw.attrs, library=numpyro),
+            posterior_attrs=make_attrs(raw.attrs, library=numpyro),
             **idata_kwargs,
         )
     from arviz_base import from_dict, make_attrs
 
-    groups = {"posterior": raw["posterior"], "sample_stats": raw["sample_stats"]}
-    if raw["log_likelihood"] is not None:
-        groups["log_likelihood"] = raw["log_likelihood"]
+    groups = {"posterior": raw.posterior, "sample_stats": raw.sample_stats}
+    if raw.log_likelihood is not None:
+        groups["log_likelihood"] = raw.log_likelihood
     for name, data in (("observed_data", observed_data), ("constant_data", constant_data)):
         if data is not None:
             groups[name] = data
-    attrs = {"posterior": make_attrs(raw["attrs"], inference_library=numpyro)}
+    attrs = {"posterior": make_attrs(raw.attrs, inference_library=numpyro)}
     idata_kwargs = dict(idata_kwargs)
     attrs.update(idata_kwargs.pop("attrs", {}))
     return from_dict(

@@ -1,20 +1,22 @@
 """Many fits in one call: ``pymc_modal.map`` over models or over datasets for one model.
 
 ``map(items, **kwargs)`` returns what ``[sample(model=m, **kwargs) for m in
-items]`` would, but every fit is checked and encoded first and then all run
-at once: on Modal through ``Function.map``, a container each; locally on warm
-worker processes, as many at a time as this machine has cores. One fit's
+items]`` would, but every fit is checked and planned first, the store is
+asked for each, and only then are the fits still to run encoded and run all
+at once: on Modal through ``Function.map``, a container each; locally on
+warm worker processes, as many at a time as this machine has cores. One fit's
 failure is reported with its traceback and takes its place in the list; the
 other fits' results are kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pymc as pm
@@ -31,21 +33,14 @@ __all__ = ["map"]
 _log = logging.getLogger("pymc_modal")
 
 
-def _prepare(items: Sequence[Any], model, sample_kwargs: dict[str, Any]) -> list[pipeline.Call]:
-    """Check and encode each fit: a model, or a dataset set into ``model`` for its turn."""
-
-    def encoded(fit_model) -> pipeline.Call:
-        call = prepare(model=fit_model, **sample_kwargs)
-        pipeline.check(call)
-        pipeline.encode(call)
-        return call
-
+def _fits(items: Sequence[Any], model) -> list[tuple[pm.Model, Mapping[str, Any] | None]]:
+    """Each fit's model and the dataset to set into it (None for a model of its own)."""
     if all(isinstance(item, pm.Model) for item in items):
         if model is not None:
             raise InvalidOptionError(
                 "map() got models and model=; pass either models, or datasets and model=."
             )
-        return [encoded(item) for item in items]
+        return [(item, None) for item in items]
     if not all(isinstance(item, Mapping) for item in items):
         raise InvalidOptionError(
             "map() takes a list of pymc.Model, or a list of datasets (dicts of pm.Data "
@@ -58,16 +53,21 @@ def _prepare(items: Sequence[Any], model, sample_kwargs: dict[str, Any]) -> list
             f"The datasets set {', '.join(unknown)}, which the model has no pm.Data for; "
             f"its pm.Data are {', '.join(v.name for v in model.data_vars) or 'none'}."
         )
+    return [(model, item) for item in items]
+
+
+@contextlib.contextmanager
+def _set(model: pm.Model, dataset: Mapping[str, Any] | None) -> Iterator[None]:
+    """``dataset`` set into ``model`` for the block, over the model's own data, then undone."""
+    if dataset is None:
+        yield
+        return
     original = {v.name: v.get_value() for v in model.data_vars}
-    calls = []
+    pm.set_data({**original, **dataset}, model=model)
     try:
-        for item in items:
-            # Each dataset replaces the model's own data, not the last dataset's.
-            pm.set_data({**original, **item}, model=model)
-            calls.append(encoded(model))  # while this fit's data is set
+        yield
     finally:
         pm.set_data(original, model=model)
-    return calls
 
 
 def map(  # noqa: A001 -- named for Modal's Function.map and the builtin it fans out
@@ -121,38 +121,46 @@ def map(  # noqa: A001 -- named for Modal's Function.map and the builtin it fans
     # The per-fit lines are the progress; many interleaved bars would not be.
     sample_kwargs.setdefault("progressbar", False)
     started = time.perf_counter()
-    calls = _prepare(list(models_or_datasets), model, sample_kwargs)
-    results: list[Any] = [None if refit else pipeline.stored(call) for call in calls]
-    fits = [i for i, found in enumerate(results) if found is None]
-    to_run = [calls[i] for i in fits]
+    fits = _fits(list(models_or_datasets), model)
+    plans = []
+    for fit_model, dataset in fits:
+        with _set(fit_model, dataset):
+            plans.append(pipeline.plan(prepare(model=fit_model, **sample_kwargs)))
+    results: list[Any] = [None if refit else pipeline.stored(planned) for planned in plans]
+    to_run = [i for i, found in enumerate(results) if found is None]
     if not to_run:
         return results
-    jobs = sum(len(call.jobs) for call in to_run)
+    encoded = []
+    for i in to_run:
+        with _set(*fits[i]):
+            encoded.append(pipeline.encode(plans[i]))
+    jobs = sum(len(call.jobs) for call in encoded)
     # As many local processes at once as there are cores; Modal runs every job at once.
-    options = dataclasses.replace(to_run[0].options, workers=min(jobs, os.cpu_count() or 1))
+    options = dataclasses.replace(
+        plans[to_run[0]].request.options, workers=min(jobs, os.cpu_count() or 1)
+    )
 
     def report(index: int, deliveries: list[Delivery]) -> None:
-        call = to_run[index]
-        if call.quiet:
+        if plans[to_run[index]].request.quiet:
             return
         failed = any(payload.answer_status(d.answer) != "ok" for d in deliveries)
         _log.info(
             "Fit %d/%d %s on %s (%s since the start).",
-            fits[index] + 1,
-            len(calls),
+            to_run[index] + 1,
+            len(plans),
             "failed" if failed else "done",
             deliveries[0].where,
             format_seconds(time.perf_counter() - started),
         )
 
-    delivered = pipeline.submit_and_wait(to_run, options, on_answer=report)
-    for fit, call, deliveries in zip(fits, to_run, delivered, strict=True):
+    delivered = pipeline.submit_and_wait(encoded, options, on_answer=report)
+    for fit, call, deliveries in zip(to_run, encoded, delivered, strict=True):
         try:
             results[fit] = pipeline.finish(call, deliveries)
         except Exception as exc:
             notes = "".join(getattr(exc, "__notes__", []))
             _log.error(
-                "Fit %d/%d failed: %s: %s\n%s", fit + 1, len(calls), type(exc).__name__, exc, notes
+                "Fit %d/%d failed: %s: %s\n%s", fit + 1, len(plans), type(exc).__name__, exc, notes
             )
             results[fit] = exc
     return results

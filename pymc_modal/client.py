@@ -350,8 +350,8 @@ def sample(
     return outcome if wait else Run(outcome)
 
 
-def prepare(**arguments: Any) -> pipeline.Call:
-    """A sampling call for the pipeline, from :func:`sample`'s arguments but ``wait`` and ``refit``.
+def prepare(**arguments: Any) -> pipeline.Request:
+    """The pipeline's request, from :func:`sample`'s arguments but ``wait`` and ``refit``.
 
     Raises
     ------
@@ -404,7 +404,7 @@ def prepare(**arguments: Any) -> pipeline.Call:
         **driver,
         **target,
     )
-    return pipeline.Call(
+    return pipeline.Request(
         model,
         settings,
         options,

@@ -12,14 +12,13 @@ import contextvars
 import dataclasses
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from pymc_modal import pricing, samplers
 from pymc_modal.checks import count
 from pymc_modal.errors import InvalidOptionError
 
-__all__ = ["BACKENDS", "Options", "cache_dir", "gpu", "options", "resolve"]
+__all__ = ["BACKENDS", "Options", "gpu", "options", "resolve"]
 
 BACKENDS = ("auto", "local", "modal")
 DEFAULT_TIMEOUT = 2 * 60 * 60
@@ -181,15 +180,7 @@ def gpu(spec: str | Sequence[str], **overrides: Any) -> contextlib.AbstractConte
         with pymc_modal.gpu("H100", timeout=3600):
             idata = pymc_modal.sample(model=model, var_names=["beta"])
     """
-    return options(gpu=spec if isinstance(spec, str) else tuple(spec), **overrides)
-
-
-def cache_dir() -> Path:
-    """This machine's folder for pymc_modal's data blobs and run records.
-
-    ``$XDG_CACHE_HOME/pymc-modal``, where ``XDG_CACHE_HOME`` defaults to ``~/.cache``.
-    """
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "pymc-modal")
+    return options(gpu=spec, **overrides)
 
 
 def resolve(**call_overrides: Any) -> Options:
@@ -207,6 +198,4 @@ def resolve(**call_overrides: Any) -> Options:
             settings[name] = os.environ[variable]
     settings.update(_context.get())
     settings.update({k: v for k, v in call_overrides.items() if v is not None})
-    if isinstance(settings.get("gpu"), list):
-        settings["gpu"] = tuple(settings["gpu"])
     return Options(**settings)

@@ -7,7 +7,7 @@ the same path as :func:`pymc_modal.sample`, and reports what it saw.
 
 from __future__ import annotations
 
-from pymc_modal import client, payload
+from pymc_modal import attrs, client, payload
 
 __all__ = ["doctor"]
 
@@ -54,26 +54,26 @@ def doctor(gpu: str | None = None) -> list[str]:
         gpu=gpu,
         refit=True,
     )
-    attrs = idata.attrs
+    found = idata.attrs
     # The sampling phase times warm-up and draws as one; the draws' gradient count,
     # scaled to it, assumes warm-up steps cost alike.
     gradients = int(idata.sample_stats["n_steps"].sum()) * 2
-    sampling = attrs["pymc_modal_seconds_sample"]
+    sampling = found[f"{attrs.SECONDS}sample"]
     versions = ", ".join(f"{name} {version}" for name, version in payload.manifest().items())
     phases = ", ".join(
-        f"{name.removeprefix('pymc_modal_seconds_')} {value:.2f}"
-        for name, value in attrs.items()
-        if name.startswith("pymc_modal_seconds_")
+        f"{name.removeprefix(attrs.SECONDS)} {value:.2f}"
+        for name, value in found.items()
+        if name.startswith(attrs.SECONDS)
     )
     return [
-        f"pymc_modal doctor: {attrs['pymc_modal_where']}",
+        f"pymc_modal doctor: {found[attrs.WHERE]}",
         "  credentials  found",
         f"  versions     client = image (the worker checked them): {versions}",
-        f"  device       {attrs['pymc_modal_device']}",
+        f"  device       {found[attrs.DEVICE]}",
         f"  gradient     about {sampling / gradients * 1e6:.1f} us (10 parameters; "
         f"{sampling:.2f} s for {DRAWS} warm-up steps and {DRAWS} draws)",
         f"  seconds      {phases}",
-        f"  cost         about ${attrs['pymc_modal_cost_usd']:.4f} "
-        f"({attrs['pymc_modal_gpu_seconds']:.1f} s of {attrs['pymc_modal_gpu']})",
+        f"  cost         about ${found[attrs.COST_USD]:.4f} "
+        f"({found[attrs.GPU_SECONDS]:.1f} s of {found[attrs.GPU]})",
         "Modal is ready: pymc_modal.sample(..., backend='modal') runs there.",
     ]

@@ -19,7 +19,7 @@ import numpy as np
 
 from pymc_modal.convergence import diagnose
 from pymc_modal.errors import InvalidOptionError
-from pymc_modal.job import SampleSettings
+from pymc_modal.job import Answer, Convergence, SampleSettings
 
 _log = logging.getLogger("pymc_modal")
 
@@ -59,6 +59,8 @@ def split(settings: SampleSettings, workers: int) -> list[SampleSettings]:
     per_chain = isinstance(initvals, list | tuple)
     seeds = np.random.SeedSequence(settings.seed).spawn(workers)
     shares = np.array_split(np.arange(settings.chains), workers)
+    chains = [len(share) for share in shares]
+    targets = None if settings.target_ess is None else _apportion(settings.target_ess, chains)
     return [
         dataclasses.replace(
             settings,
@@ -66,17 +68,29 @@ def split(settings: SampleSettings, workers: int) -> list[SampleSettings]:
             seed=int(seed.generate_state(1)[0]),
             initvals=[initvals[i] for i in share] if per_chain else initvals,
             progressbar=settings.progressbar and index == 0,
-            **_target_share(settings, len(share) / settings.chains),
+            **({} if targets is None else _target_share(settings, targets[index], len(share))),
         )
         for index, (share, seed) in enumerate(zip(shares, seeds, strict=True))
     ]
 
 
-def _target_share(settings: SampleSettings, fraction: float) -> dict[str, Any]:
-    if settings.target_ess is None:
-        return {}
-    max_cost = None if settings.max_cost is None else settings.max_cost * fraction
-    return {"target_ess": settings.target_ess * fraction, "max_cost": max_cost}
+def _apportion(total: int, chains: list[int]) -> list[int]:
+    """``total`` in whole numbers in proportion to ``chains``, summing to ``total``.
+
+    Each share is rounded down and the rest goes one each to the largest remainders.
+    """
+    exact = [total * n / sum(chains) for n in chains]
+    shares = [int(x) for x in exact]
+    by_remainder = sorted(range(len(chains)), key=lambda i: shares[i] - exact[i])
+    for i in by_remainder[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
+def _target_share(settings: SampleSettings, target_ess: int, chains: int) -> dict[str, Any]:
+    """A worker's ``target_ess`` and its chains' share of ``max_cost``."""
+    max_cost = None if settings.max_cost is None else settings.max_cost * chains / settings.chains
+    return {"target_ess": target_ess, "max_cost": max_cost}
 
 
 def _concat(parts: list[dict[str, np.ndarray] | None]) -> dict[str, np.ndarray] | None:
@@ -85,7 +99,7 @@ def _concat(parts: list[dict[str, np.ndarray] | None]) -> dict[str, np.ndarray] 
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
-def merge(answers: list[dict[str, Any]]) -> dict[str, Any]:
+def merge(answers: list[Answer]) -> Answer:
     """Join the workers' decoded answers into the answer of one run.
 
     Arrays are concatenated along their first (chain) axis in worker order,
@@ -95,34 +109,28 @@ def merge(answers: list[dict[str, Any]]) -> dict[str, Any]:
     if len(answers) == 1:
         return answers[0]
     first = answers[0]
-    devices = list(dict.fromkeys(answer["device"] for answer in answers))
-    draws = min(_draws(answer) for answer in answers)
-    if any(_draws(answer) > draws for answer in answers):
+    draws = min(answer.draws for answer in answers)
+    if any(answer.draws > draws for answer in answers):
         _log.info(
             "The workers stopped at %s draws per chain; the result keeps the first %d of each.",
-            ", ".join(str(_draws(answer)) for answer in answers),
+            ", ".join(str(answer.draws) for answer in answers),
             draws,
         )
-    groups = {
-        group: _concat([_first(answer[group], draws) for answer in answers])
-        for group in ("posterior", "sample_stats", "log_likelihood")
-    }
-    return {
-        **groups,
-        "attrs": {
-            **first["attrs"],
-            "sampling_time": max(answer["attrs"]["sampling_time"] for answer in answers),
+    posterior = _concat([_first(answer.posterior, draws) for answer in answers])
+    return Answer(
+        posterior=posterior,
+        sample_stats=_concat([_first(answer.sample_stats, draws) for answer in answers]),
+        log_likelihood=_concat([_first(answer.log_likelihood, draws) for answer in answers]),
+        attrs={
+            **first.attrs,
+            "sampling_time": max(answer.attrs["sampling_time"] for answer in answers),
         },
-        "seconds": {
-            phase: max(answer["seconds"][phase] for answer in answers) for phase in first["seconds"]
+        seconds={
+            phase: max(answer.seconds[phase] for answer in answers) for phase in first.seconds
         },
-        "device": ", ".join(devices),
-        "convergence": _joined_convergence(answers, groups["posterior"], draws),
-    }
-
-
-def _draws(answer: dict[str, Any]) -> int:
-    return next(iter(answer["sample_stats"].values())).shape[1]
+        device=", ".join(dict.fromkeys(answer.device for answer in answers)),
+        convergence=_joined_convergence(answers, posterior, draws),
+    )
 
 
 def _first(arrays: dict[str, np.ndarray] | None, draws: int) -> dict[str, np.ndarray] | None:
@@ -130,31 +138,30 @@ def _first(arrays: dict[str, np.ndarray] | None, draws: int) -> dict[str, np.nda
 
 
 def _joined_convergence(
-    answers: list[dict[str, Any]], posterior: dict[str, np.ndarray], draws: int
-) -> dict[str, Any] | None:
+    answers: list[Answer], posterior: dict[str, np.ndarray], draws: int
+) -> Convergence | None:
     """The workers' convergence records as one.
 
     The figures are the joined chains'; the stop reason is the first cap any
     worker stopped at, if one did; the forecast is the slowest worker's, its
     cost all of theirs; the first forecast's accuracy is the first worker's.
     """
-    records = [answer["convergence"] for answer in answers]
+    records = [answer.convergence for answer in answers]
     if records[0] is None:
         return None
     found = diagnose(posterior)
-    capped = [record["stop_reason"] for record in records if record["stop_reason"] != "target"]
-    joined = {
-        **records[0],
-        "stop_reason": capped[0] if capped else "target",
-        "blocks": max(record["blocks"] for record in records),
-        "draws": draws,
-        "target_ess": round(sum(record["target_ess"] for record in records)),
-        "min_ess_bulk": found.min_bulk,
-        "min_ess_tail": found.min_tail,
-        "max_rhat": found.max_rhat,
-        "forecast_draws": max(record["forecast_draws"] for record in records),
-        "forecast_seconds": max(record["forecast_seconds"] for record in records),
-    }
-    if "forecast_cost_usd" in joined:
-        joined["forecast_cost_usd"] = sum(record["forecast_cost_usd"] for record in records)
-    return joined
+    capped = [record.stop_reason for record in records if record.stop_reason != "target"]
+    costs = [record.forecast_cost_usd for record in records]
+    return dataclasses.replace(
+        records[0],
+        stop_reason=capped[0] if capped else "target",
+        blocks=max(record.blocks for record in records),
+        draws=draws,
+        target_ess=sum(record.target_ess for record in records),
+        min_ess_bulk=found.min_bulk,
+        min_ess_tail=found.min_tail,
+        max_rhat=found.max_rhat,
+        forecast_draws=max(record.forecast_draws for record in records),
+        forecast_seconds=max(record.forecast_seconds for record in records),
+        forecast_cost_usd=None if costs[0] is None else sum(costs),
+    )

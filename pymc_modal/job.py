@@ -1,4 +1,4 @@
-"""The job contract, imported by both sides: what a job asks for and what a run returns.
+"""The job contract, imported by both sides: what a job asks for and what a run answers.
 
 The client builds these settings and checks the returned variables' graph
 before anything ships; the worker reads the same settings and runs the same
@@ -14,6 +14,9 @@ from typing import Any
 __all__ = [
     "EXTRA_FIELDS",
     "FLOAT64_TRUNCATION",
+    "Answer",
+    "Convergence",
+    "ForwardAnswer",
     "ForwardSettings",
     "Returned",
     "SampleSettings",
@@ -146,3 +149,103 @@ def returned(model, settings: SampleSettings) -> Returned:
         inputs=model.value_vars, outputs=[*kept, *model.logp(observed, sum=False)]
     )
     return Returned(kept, observed, fn)
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """A sampling run's answer: its arrays, each shaped (chain, draw, ...), and its record.
+
+    Attributes
+    ----------
+    posterior : dict of str to numpy.ndarray
+        The returned variables.
+    sample_stats : dict of str to numpy.ndarray
+        The per-draw statistics, by PyMC's names.
+    log_likelihood : dict of str to numpy.ndarray, optional
+        The observed variables' pointwise log-likelihood, if asked for.
+    attrs : dict
+        PyMC's posterior attributes (``sampling_time``, ``tuning_steps``).
+    seconds : dict of str to float
+        The worker's phases: load, compile, sample, postprocess.
+    device : str
+        The JAX device, e.g. ``"gpu: NVIDIA H100 80GB HBM3"``.
+    convergence : Convergence, optional
+        For a run sampled to a target.
+    """
+
+    posterior: dict[str, Any]
+    sample_stats: dict[str, Any]
+    log_likelihood: dict[str, Any] | None
+    attrs: dict[str, Any]
+    seconds: dict[str, float]
+    device: str
+    convergence: Convergence | None = None
+
+    @property
+    def draws(self) -> int:
+        """Draws per chain."""
+        return next(iter(self.sample_stats.values())).shape[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardAnswer:
+    """A forward computation's answer.
+
+    Attributes
+    ----------
+    values : Any
+        What PyMC's function returned.
+    seconds : dict of str to float
+        The worker's phases: load, compute.
+    device : str
+        The JAX device.
+    """
+
+    values: Any
+    seconds: dict[str, float]
+    device: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Convergence:
+    """Why a run sampled to a target stopped, what it reached, and what more was forecast.
+
+    Attributes
+    ----------
+    stop_reason : {"target", "max_draws", "max_seconds", "max_cost"}
+    blocks, draws : int
+        Blocks drawn, and draws per chain.
+    target_ess : int
+        The target the run aimed at.
+    max_rhat_target : float
+        The largest R-hat the target accepted.
+    min_ess_bulk, min_ess_tail, max_rhat : float
+        What the returned variables reached.
+    forecast_draws : int
+        More draws per chain forecast to reach the target (0 if reached).
+    forecast_seconds : float
+        The seconds those draws were forecast to take.
+    forecast_cost_usd : float, optional
+        Their cost, where the run is billed.
+    first_forecast_seconds, first_forecast_actual_seconds : float, optional
+        The first forecast of the seconds to the target, and the seconds it
+        took, where the run reached it after a forecast.
+    """
+
+    # Why it stopped, and where.
+    stop_reason: str
+    blocks: int
+    draws: int
+    # What it aimed at, and what it reached.
+    target_ess: int
+    max_rhat_target: float
+    min_ess_bulk: float
+    min_ess_tail: float
+    max_rhat: float
+    # What more it would take.
+    forecast_draws: int
+    forecast_seconds: float
+    forecast_cost_usd: float | None = None
+    # How close the first forecast came, where the target was reached after one.
+    first_forecast_seconds: float | None = None
+    first_forecast_actual_seconds: float | None = None

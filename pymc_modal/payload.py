@@ -13,7 +13,6 @@ a backend stores each blob once, however many runs use it.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -22,14 +21,12 @@ import json
 import os
 import pickle
 import platform
-import shutil
 import site
 import struct
 import sys
 import sysconfig
 import traceback
 import types
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +34,13 @@ import cloudpickle
 import numpy as np
 
 from pymc_modal.errors import PayloadError, VersionMismatchError, WorkerError
+from pymc_modal.job import Answer, ForwardAnswer
+from pymc_modal.paths import blob_path
 
 __all__ = [
     "Job",
     "answer_status",
     "blob_names",
-    "blob_path",
     "decode_job",
     "decode_result",
     "encode_failure",
@@ -50,8 +48,6 @@ __all__ = [
     "encode_result",
     "manifest",
     "python_version",
-    "written_atomically",
-    "write_atomically",
 ]
 
 MAGIC = b"pymc-modal/1\n"
@@ -87,31 +83,6 @@ def _unpack(data: bytes) -> tuple[dict[str, Any], memoryview]:
     (length,) = struct.unpack(">Q", view[len(MAGIC) : start])
     header = json.loads(bytes(view[start : start + length]))
     return header, view[start + length :]
-
-
-@contextlib.contextmanager
-def written_atomically(path: Path) -> Iterator[Path]:
-    """A path beside ``path`` to write a file or folder to; it becomes ``path`` as the block ends.
-
-    A crash mid-write leaves no half-written ``path``, and a block that
-    raises leaves nothing behind. Replacing a non-empty folder raises OSError.
-    """
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    try:
-        yield partial
-        partial.replace(path)
-    except BaseException:
-        if partial.is_dir():
-            shutil.rmtree(partial)
-        else:
-            partial.unlink(missing_ok=True)
-        raise
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to the file ``path`` so that no reader sees it half written."""
-    with written_atomically(path) as partial:
-        partial.write_bytes(data)
 
 
 class Job:
@@ -215,15 +186,6 @@ class _BlobPickler(cloudpickle.Pickler):
         name = hashlib.sha256(data).hexdigest()
         self.blobs[name] = data
         return name
-
-
-def blob_path(blob_dir: str | os.PathLike, name: str) -> Path:
-    """Where blob ``name`` is kept in a store: in a shard named by its first two characters.
-
-    Sharding keeps a store's folders small, so that a backend can look up the
-    blobs a job needs without listing every blob it holds.
-    """
-    return Path(blob_dir, name[:2], name)
 
 
 def blob_names(data: bytes) -> list[str]:
@@ -365,8 +327,8 @@ def decode_job(data: bytes, blob_dir: str | os.PathLike | None = None) -> Job:
     )
 
 
-def encode_result(result: dict[str, Any]) -> bytes:
-    """Serialize a finished run's arrays and timings."""
+def encode_result(result: Answer | ForwardAnswer) -> bytes:
+    """Serialize a finished run's answer."""
     return _pack({"kind": "result", "status": "ok"}, pickle.dumps(result, pickle.HIGHEST_PROTOCOL))
 
 
@@ -393,7 +355,7 @@ def answer_status(data: bytes) -> str:
     return header["status"]
 
 
-def decode_result(data: bytes, where: str) -> dict[str, Any]:
+def decode_result(data: bytes, where: str) -> Answer | ForwardAnswer:
     """Load a worker's answer; re-raise its exception here if it failed.
 
     Parameters

@@ -1,12 +1,16 @@
-"""The one pipeline every call goes through.
+"""The one pipeline every call goes through, in typed stages.
 
-preflight -> split across workers -> encode -> backend submit -> collect ->
-assemble -> store. The public calls (:mod:`pymc_modal.client`,
-:mod:`pymc_modal.batch`, :mod:`pymc_modal.predictive`, :mod:`pymc_modal.runs`)
-only translate their arguments into a :class:`Call` and hand it here. A waited
-call is a submission waited on at once; a detached one is the same submission
-recorded, and waited on by :func:`finish_run` later, from any process. This is
-the only place a result's attrs, seconds and cost are computed.
+request -> plan -> (stored result, or) encoded -> submitted -> collected ->
+result. The public calls (:mod:`pymc_modal.client`, :mod:`pymc_modal.batch`,
+:mod:`pymc_modal.predictive`, :mod:`pymc_modal.runs`) only translate their
+arguments into a :class:`Request` and hand it here. Each stage is a frozen
+value made by one function from the one before: :func:`plan` works out every
+derived value once (the backend and where it runs, the GPU billed and its
+price, ``max_draws``, each worker's share); :func:`encode` makes the jobs'
+bytes and uploads their data. A waited call is a submission waited on at
+once; a detached one is the same submission recorded, and waited on by
+:func:`finish_run` later, from any process. This is the only place a
+result's attrs, seconds and cost are computed.
 """
 
 from __future__ import annotations
@@ -20,21 +24,33 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pymc_modal import backends, fanout, payload, preflight, pricing, result, samplers, store
+from pymc_modal import (
+    attrs,
+    backends,
+    fanout,
+    payload,
+    preflight,
+    pricing,
+    result,
+    samplers,
+    store,
+)
 from pymc_modal.backends import Backend, Delivery
 from pymc_modal.config import Options
 from pymc_modal.convergence import format_seconds
 from pymc_modal.errors import InvalidOptionError, NotConvergedWarning, WorkerError
-from pymc_modal.job import ForwardSettings, SampleSettings
+from pymc_modal.job import Answer, Convergence, ForwardSettings, SampleSettings
 
 __all__ = [
-    "Call",
+    "Encoded",
+    "Plan",
+    "Request",
     "detach",
     "encode",
     "finish",
-    "check",
     "finish_run",
     "forward",
+    "plan",
     "run",
     "stored",
     "submit_and_wait",
@@ -44,15 +60,15 @@ __all__ = [
 _log = logging.getLogger("pymc_modal")
 
 
-@dataclasses.dataclass(eq=False)
-class Call:
-    """One call on its way through the pipeline.
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """A call as its public function translated it: nothing derived yet.
 
     Attributes
     ----------
     model : pymc.Model
     settings : SampleSettings or ForwardSettings
-        The whole call's settings.
+        The whole call's settings, as the arguments gave them.
     options : Options
     quiet : bool
         Say nothing.
@@ -60,24 +76,8 @@ class Call:
         As ``pm.sample`` takes them, for a sampling call.
     convergence_checks : bool
         Warn about R-hat, ESS and divergences as ``pm.sample`` does.
-
-    The stages fill in the rest:
-
-    backend : Backend
-    shares : list
-        Each worker's settings.
-    checked : preflight.Checked
-        What preflight learnt of a sampling call.
-    key : str
-        The key of a sampling call's stored result.
-    context : dict
-        What wrapping a sampling call's result takes from the model.
-    jobs : list of bytes
-        Each worker's encoded job, once encoded.
-    attrs : dict
-        The result's attrs known so far.
-    seconds : dict
-        The client's own phases so far.
+    started : float
+        When the call began, by :func:`time.perf_counter`.
     """
 
     model: Any
@@ -86,19 +86,82 @@ class Call:
     quiet: bool = False
     idata_kwargs: dict[str, Any] | None = None
     convergence_checks: bool = False
-    backend: Backend | None = None
-    shares: list = dataclasses.field(default_factory=list)
-    checked: preflight.Checked | None = None
-    key: str | None = None
-    context: dict[str, Any] | None = None
-    jobs: list[bytes] = dataclasses.field(default_factory=list)
-    attrs: dict[str, Any] = dataclasses.field(default_factory=dict)
-    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
     started: float = dataclasses.field(default_factory=time.perf_counter)
 
 
-def check(call: Call) -> None:
-    """Preflight a sampling call and split it across workers: all before its bytes exist.
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Every value derived from a request, worked out once before anything is encoded.
+
+    Attributes
+    ----------
+    request : Request
+    backend : Backend
+        Where the workers run (credentials checked).
+    where : str
+        The same, in words.
+    gpu : str, optional
+        The GPU billed, e.g. ``"H100"``; None where nothing is billed.
+    price_per_second : float, optional
+        US dollars a second of one worker costs (the user's rate, else the
+        table's for ``gpu``); None where nothing is billed.
+    settings : SampleSettings or ForwardSettings
+        The whole call's settings; a target run's with ``max_draws`` (the
+        sampler's policy, within the result's size) and its price.
+    shares : tuple
+        Each worker's settings.
+    checked : preflight.Checked, optional
+        What preflight learnt of a sampling call.
+    key : str, optional
+        The key of a sampling call's stored result.
+    context : dict, optional
+        What wrapping a sampling call's result takes from the model.
+    seconds : dict
+        The planning's own seconds (``preflight``).
+    """
+
+    request: Request
+    backend: Backend
+    where: str
+    gpu: str | None
+    price_per_second: float | None
+    settings: SampleSettings | ForwardSettings
+    shares: tuple[SampleSettings | ForwardSettings, ...]
+    checked: preflight.Checked | None = None
+    key: str | None = None
+    context: dict[str, Any] | None = None
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+    """A plan's jobs as bytes, their data stored where the workers read it.
+
+    Attributes
+    ----------
+    plan : Plan
+    jobs : tuple of bytes
+        Each worker's job.
+    blobs : tuple of str
+        The names of the data blobs the jobs refer to.
+    attrs : dict
+        The result's attrs known so far.
+    seconds : dict
+        The client's own phases so far.
+    """
+
+    plan: Plan
+    jobs: tuple[bytes, ...]
+    blobs: tuple[str, ...]
+    attrs: dict[str, Any]
+    seconds: dict[str, float]
+
+
+def plan(request: Request) -> Plan:
+    """Choose the backend and work out everything the call needs, checking it first.
+
+    A sampling call is preflighted and split across workers here, before any
+    of its bytes exist.
 
     Raises
     ------
@@ -106,128 +169,145 @@ def check(call: Call) -> None:
         Whatever can be seen to fail before anything is shipped.
     """
     start = time.perf_counter()
-    call.backend = backends.choose(call.options.backend)
-    call.checked = preflight.check(call.model, call.settings, call.options.max_result_bytes)
-    if call.settings.target_ess is not None:
-        call.settings = _bounded(call)
-    call.shares = fanout.split(call.settings, call.options.workers)
-    preflight.check_start(call.model, call.shares)
-    where = call.backend.where(call.options)
-    call.key = store.key(call.checked.fingerprint, call.shares, where)
-    call.context = result.context(call.model, call.idata_kwargs)
-    call.seconds["preflight"] = time.perf_counter() - start
+    options = request.options
+    backend = backends.choose(options.backend)
+    gpu = backend.billed_gpu(options)
+    price = None if gpu is None else pricing.cost(gpu, 1.0, options.price_per_second)
+    where = backend.where(options)
+    settings = request.settings
+    if isinstance(settings, ForwardSettings):
+        return Plan(request, backend, where, gpu, price, settings, (settings,))
+    checked = preflight.check(request.model, settings, options.max_result_bytes)
+    if settings.target_ess is not None:
+        settings = _bounded(settings, checked, options, backend.name, price)
+    shares = tuple(fanout.split(settings, options.workers))
+    preflight.check_start(request.model, shares)
+    return Plan(
+        request,
+        backend,
+        where,
+        gpu,
+        price,
+        settings,
+        shares,
+        checked=checked,
+        key=store.key(checked.fingerprint, shares, where),
+        context=result.context(request.model, request.idata_kwargs),
+        seconds={"preflight": time.perf_counter() - start},
+    )
 
 
-def _bounded(call: Call) -> SampleSettings:
-    """A target run's settings with its price, and its draws bounded by the result's size.
+def _bounded(
+    settings: SampleSettings,
+    checked: preflight.Checked,
+    options: Options,
+    backend_name: str,
+    price: float | None,
+) -> SampleSettings:
+    """A target run's settings with its price, and its draws bounded by the sampler's policy.
 
     Raises
     ------
     InvalidOptionError
         For ``max_cost`` where nothing is billed.
     """
-    settings, options = call.settings, call.options
-    gpu = call.backend.billed_gpu(options)
-    price = None if gpu is None else pricing.cost(gpu, 1.0, options.price_per_second)
     if settings.max_cost is not None and price is None:
         raise InvalidOptionError(
-            f"max_cost={settings.max_cost:g}: the {call.backend.name} backend bills nothing, so "
+            f"max_cost={settings.max_cost:g}: the {backend_name} backend bills nothing, so "
             "there is no cost to cap; bound the run with max_seconds= instead."
         )
     max_draws = settings.max_draws
     if max_draws is None:
-        fits = options.max_result_bytes // (call.checked.draw_bytes * settings.chains)
+        fits = options.max_result_bytes // (checked.draw_bytes * settings.chains)
         max_draws = samplers.get(settings.sampler).max_draws(settings.draws, fits)
     return dataclasses.replace(settings, max_draws=max_draws, price_per_second=price)
 
 
-def forward(call: Call) -> Any:
+def forward(request: Request) -> Any:
     """Run a forward computation on a worker; return the worker's values."""
-    call.backend = backends.choose(call.options.backend)
-    call.shares = [call.settings]
-    encode(call)
-    ((delivery,),) = submit_and_wait([call], call.options)
+    encoded = encode(plan(request))
+    ((delivery,),) = submit_and_wait([encoded], request.options)
     answer = payload.decode_result(delivery.answer, delivery.where)
-    if not call.quiet:
+    if not request.quiet:
         _log.info(
             "Computed the %s on %s in %s.",
-            call.settings.kind.replace("_", " "),
+            request.settings.kind.replace("_", " "),
             delivery.where,
-            format_seconds(time.perf_counter() - call.started),
+            format_seconds(time.perf_counter() - request.started),
         )
-    return answer["values"]
+    return answer.values
 
 
-def run(call: Call, *, wait: bool, refit: bool):
+def run(request: Request, *, wait: bool, refit: bool):
     """A sampling call's result: stored, sampled now, or (``wait=False``) a detached run's id."""
-    check(call)
-    found = None if refit or not wait else stored(call)
+    planned = plan(request)
+    found = None if refit or not wait else stored(planned)
     if found is not None:
         return found
-    encode(call)
+    encoded = encode(planned)
     if not wait:
-        return detach(call)
-    (deliveries,) = submit_and_wait([call], call.options)
-    return finish(call, deliveries)
+        return detach(encoded)
+    (deliveries,) = submit_and_wait([encoded], request.options)
+    return finish(encoded, deliveries)
 
 
-def stored(call: Call):
+def stored(planned: Plan):
     """The stored result of an identical earlier sampling call, or None."""
-    found = store.load(call.key)
+    found = store.load(planned.key)
     if found is None:
         return None
-    answers, attrs = found
-    if not call.quiet:
+    answers, made = found
+    if not planned.request.quiet:
         _log.info(
             "Returned the stored result of an identical run made %s on %s; "
             "nothing was sampled. Pass refit=True to sample again.",
-            attrs[store.STORED_AT],
-            attrs["pymc_modal_where"],
+            made[attrs.STORED_AT],
+            made[attrs.WHERE],
         )
     raw = fanout.merge(answers)
-    return _checked(call, result.wrap(raw, call.context, attrs))
+    return _checked(planned.request, result.wrap(raw, planned.context, made))
 
 
-def encode(call: Call) -> None:
+def encode(planned: Plan) -> Encoded:
     """Serialize the jobs, one per worker, and store their data where the workers read it."""
     start = time.perf_counter()
     blobs: dict[str, bytes] = {}
-    fingerprint = call.checked.fingerprint if call.checked else None
+    fingerprint = planned.checked.fingerprint if planned.checked else None
     # Forward work labels its output on the worker, with the coords' values.
-    with_coords = isinstance(call.settings, ForwardSettings)
-    call.jobs = [
-        payload.encode_job(call.model, share, blobs, fingerprint, with_coords=with_coords)
-        for share in call.shares
-    ]
-    call.seconds["serialize"] = time.perf_counter() - start
+    with_coords = isinstance(planned.settings, ForwardSettings)
+    model = planned.request.model
+    jobs = tuple(
+        payload.encode_job(model, share, blobs, fingerprint, with_coords=with_coords)
+        for share in planned.shares
+    )
+    seconds = {**planned.seconds, "serialize": time.perf_counter() - start}
 
     start = time.perf_counter()
-    uploaded = call.backend.store_blobs(blobs)
-    call.seconds["upload"] = time.perf_counter() - start
-    call.attrs.update(
-        {
-            "pymc_modal_backend": call.backend.name,
-            "pymc_modal_where": call.backend.where(call.options),
-            "pymc_modal_payload_bytes": sum(map(len, call.jobs)),
-            "pymc_modal_data_bytes": sum(map(len, blobs.values())),
-            "pymc_modal_uploaded_bytes": uploaded,
-        }
-    )
-    if call.checked is not None:
-        call.attrs["pymc_modal_result_bytes_estimated"] = call.checked.result_bytes
+    uploaded = planned.backend.store_blobs(blobs)
+    seconds["upload"] = time.perf_counter() - start
+    known = {
+        attrs.BACKEND: planned.backend.name,
+        attrs.WHERE: planned.where,
+        attrs.PAYLOAD_BYTES: sum(map(len, jobs)),
+        attrs.DATA_BYTES: sum(map(len, blobs.values())),
+        attrs.UPLOADED_BYTES: uploaded,
+    }
+    if planned.checked is not None:
+        known[attrs.RESULT_BYTES_ESTIMATED] = planned.checked.result_bytes
+    return Encoded(planned, jobs, tuple(sorted(blobs)), known, seconds)
 
 
 def submit_and_wait(
-    calls: list[Call],
+    encoded: list[Encoded],
     options: Options,
     on_answer: Callable[[int, list[Delivery]], None] | None = None,
 ) -> list[list[Delivery]]:
-    """Submit every encoded job of ``calls`` at once, on the first call's backend, and wait.
+    """Submit every job of ``encoded`` at once, on the first one's backend, and wait.
 
     Parameters
     ----------
-    calls : list of Call
-        Encoded calls.
+    encoded : list of Encoded
+        The calls' jobs.
     options : Options
         The submission's options (``workers``: how many jobs run at once locally).
     on_answer : callable, optional
@@ -238,168 +318,166 @@ def submit_and_wait(
     list of list of Delivery
         Each call's deliveries, in job order.
     """
-    owners = [i for i, call in enumerate(calls) for _ in call.jobs]
-    jobs = [job for call in calls for job in call.jobs]
-    delivered: list[list[Delivery]] = [[] for _ in calls]
+    owners = [i for i, call in enumerate(encoded) for _ in call.jobs]
+    jobs = [job for call in encoded for job in call.jobs]
+    delivered: list[list[Delivery]] = [[] for _ in encoded]
 
     def answered(index: int, delivery: Delivery) -> None:
         owner = owners[index]
         delivered[owner].append(delivery)
-        if on_answer is not None and len(delivered[owner]) == len(calls[owner].jobs):
+        if on_answer is not None and len(delivered[owner]) == len(encoded[owner].jobs):
             on_answer(owner, delivered[owner])
 
-    deliveries = calls[0].backend.submit(jobs, options).wait(answered)
+    deliveries = encoded[0].plan.backend.submit(jobs, options).wait(answered)
     return [
         [d for d, owner in zip(deliveries, owners, strict=True) if owner == i]
-        for i in range(len(calls))
+        for i in range(len(encoded))
     ]
 
 
-def _cost(backend: Backend, options: Options, gpu_seconds: float) -> dict[str, Any]:
-    """The estimated charge: the billed GPU's seconds times its price (or the user's)."""
-    gpu = backend.billed_gpu(options)
+def _cost(gpu: str | None, price_per_second: float | None, gpu_seconds: float) -> dict[str, Any]:
+    """The estimated charge: the billed GPU's seconds at the planned price."""
     if gpu is None:
-        return {"pymc_modal_cost_usd": 0.0}
+        return {attrs.COST_USD: 0.0}
     return {
-        "pymc_modal_gpu": gpu,
-        "pymc_modal_gpu_seconds": gpu_seconds,
-        "pymc_modal_cost_usd": pricing.cost(gpu, gpu_seconds, options.price_per_second),
+        attrs.GPU: gpu,
+        attrs.GPU_SECONDS: gpu_seconds,
+        attrs.COST_USD: price_per_second * gpu_seconds,
     }
 
 
 def _assemble(
-    deliveries: list[Delivery], attrs: dict[str, Any], backend: Backend, options: Options
-) -> tuple[dict[str, Any], dict[str, Any]]:
+    deliveries: list[Delivery],
+    known: dict[str, Any],
+    gpu: str | None,
+    price_per_second: float | None,
+) -> tuple[Answer, dict[str, Any]]:
     """The merged answer and the result's attrs, from the workers' deliveries.
 
     Re-raises a worker's exception. A detached run's deliveries have no wall
     time seen from here: its workers' own seconds are what is billed.
     """
-    answers = [payload.decode_result(d.answer, attrs["pymc_modal_where"]) for d in deliveries]
+    answers = [payload.decode_result(d.answer, known[attrs.WHERE]) for d in deliveries]
     raw = fanout.merge(answers)
     seconds = {
         name: max(d.seconds[name] for d in deliveries)
         for name in deliveries[0].seconds.keys() - {"wall"}
     }
-    worked = [sum(answer["seconds"].values()) for answer in answers]
+    worked = [sum(answer.seconds.values()) for answer in answers]
     walls = [d.seconds.get("wall", own) for d, own in zip(deliveries, worked, strict=True)]
     if "wall" in deliveries[0].seconds:
         pairs = zip(walls, worked, strict=True)
         seconds["start"] = max(max(0.0, wall - own) for wall, own in pairs)
-    seconds.update(raw["seconds"])
-    attrs = {
-        **attrs,
-        "pymc_modal_device": raw["device"],
-        "pymc_modal_workers": len(deliveries),
-        "pymc_modal_returned_bytes": sum(len(d.answer) for d in deliveries),
-        **_cost(backend, options, sum(walls)),
-        **_seconds_attrs(seconds),
-        **{f"pymc_modal_{name}": value for name, value in (raw["convergence"] or {}).items()},
+    seconds.update(raw.seconds)
+    return raw, {
+        **known,
+        attrs.DEVICE: raw.device,
+        attrs.WORKERS: len(deliveries),
+        attrs.RETURNED_BYTES: sum(len(d.answer) for d in deliveries),
+        **_cost(gpu, price_per_second, sum(walls)),
+        **attrs.seconds(seconds),
+        **attrs.of_convergence(raw.convergence),
     }
-    return raw, attrs
 
 
-def finish(call: Call, deliveries: list[Delivery]):
+def finish(encoded: Encoded, deliveries: list[Delivery]):
     """Wrap a waited call's answers, store them, and say what it took and cost."""
     start = time.perf_counter()
-    attrs = {**call.attrs, **_seconds_attrs(call.seconds)}
-    raw, attrs = _assemble(deliveries, attrs, call.backend, call.options)
-    idata = result.wrap(raw, call.context, attrs)
-    attrs["pymc_modal_seconds_return"] = time.perf_counter() - start
-    attrs["pymc_modal_seconds_total"] = time.perf_counter() - call.started
-    idata.attrs.update(attrs)
-    store.save(call.key, [d.answer for d in deliveries], attrs)
-    if not call.quiet:
-        where = attrs["pymc_modal_where"]
-        sampling = raw["seconds"]["compile"] + raw["seconds"]["sample"]
-        cost = attrs["pymc_modal_cost_usd"]
+    planned, request = encoded.plan, encoded.plan.request
+    known = {**encoded.attrs, **attrs.seconds(encoded.seconds)}
+    raw, made = _assemble(deliveries, known, planned.gpu, planned.price_per_second)
+    idata = result.wrap(raw, planned.context, made)
+    total = time.perf_counter() - request.started
+    made.update(attrs.seconds({"return": time.perf_counter() - start, "total": total}))
+    idata.attrs.update(made)
+    store.save(planned.key, [d.answer for d in deliveries], made)
+    if not request.quiet:
+        sampling = raw.seconds["compile"] + raw.seconds["sample"]
         _log.info(
             "Sampled %d chains x %d draws on %s in %s (sampling %s), %s%s.",
-            call.settings.chains,
+            planned.settings.chains,
             idata["posterior"].sizes["draw"],
-            where if len(deliveries) == 1 else f"{len(deliveries)} workers on {where}",
-            format_seconds(attrs["pymc_modal_seconds_total"]),
+            planned.where
+            if len(deliveries) == 1
+            else f"{len(deliveries)} workers on {planned.where}",
+            format_seconds(total),
             format_seconds(sampling),
-            "no charge" if "pymc_modal_gpu" not in attrs else f"about ${cost:.2f}",
-            _reached(attrs),
+            "no charge" if planned.gpu is None else f"about ${made[attrs.COST_USD]:.2f}",
+            _reached(raw.convergence),
         )
-    return _checked(call, idata)
+    return _checked(request, idata)
 
 
-def _reached(attrs: dict[str, Any]) -> str:
+def _reached(record: Convergence | None) -> str:
     """``"; min bulk ESS 412, min tail ESS 530, max R-hat 1.004"`` for a target run, or nothing."""
-    if "pymc_modal_stop_reason" not in attrs:
+    if record is None:
         return ""
     return (
-        f"; min bulk ESS {attrs['pymc_modal_min_ess_bulk']:.0f}, "
-        f"min tail ESS {attrs['pymc_modal_min_ess_tail']:.0f}, "
-        f"max R-hat {attrs['pymc_modal_max_rhat']:.3f}"
+        f"; min bulk ESS {record.min_ess_bulk:.0f}, min tail ESS {record.min_ess_tail:.0f}, "
+        f"max R-hat {record.max_rhat:.3f}"
     )
 
 
-def warn_if_capped(attrs: dict[str, Any], stacklevel: int) -> None:
+def warn_if_capped(result_attrs: dict[str, Any], stacklevel: int) -> None:
     """Warn, naming the cap, if a run sampled to a target stopped short of it.
 
     ``stacklevel`` is ``warnings.warn``'s, counted from the caller.
     """
-    reason = attrs.get("pymc_modal_stop_reason")
-    if reason in (None, "target"):
+    record = attrs.convergence(result_attrs)
+    if record is None or record.stop_reason == "target":
         return
-    forecast = f"~{attrs['pymc_modal_forecast_draws']:,} more draws per chain, " + format_seconds(
-        attrs["pymc_modal_forecast_seconds"]
+    forecast = f"~{record.forecast_draws:,} more draws per chain, " + format_seconds(
+        record.forecast_seconds
     )
-    if "pymc_modal_forecast_cost_usd" in attrs:
-        forecast += f", about ${attrs['pymc_modal_forecast_cost_usd']:.2f}"
+    if record.forecast_cost_usd is not None:
+        forecast += f", about ${record.forecast_cost_usd:.2f}"
     warnings.warn(
-        f"Sampling stopped at {reason} after {attrs['pymc_modal_draws']:,} draws per chain "
-        f"({attrs['pymc_modal_blocks']} blocks), short of target_ess="
-        f"{attrs['pymc_modal_target_ess']} with max_rhat={attrs['pymc_modal_max_rhat_target']}"
-        f"{_reached(attrs)}. Reaching it was forecast to take {forecast}. The draws are "
-        "returned; to go on, sample again with a larger cap (max_draws is bounded by "
-        "pymc_modal.options(max_result_bytes=...) unless given).",
+        f"Sampling stopped at {record.stop_reason} after {record.draws:,} draws per chain "
+        f"({record.blocks} blocks), short of target_ess={record.target_ess} with "
+        f"max_rhat={record.max_rhat_target}{_reached(record)}. Reaching it was forecast to "
+        f"take {forecast}. The draws are returned; to go on, sample again with a larger cap "
+        "(max_draws is bounded by pymc_modal.options(max_result_bytes=...) unless given).",
         NotConvergedWarning,
         stacklevel=stacklevel + 1,
     )
 
 
-def _checked(call: Call, idata):
+def _checked(request: Request, idata):
     """Warn about R-hat, ESS and divergences as ``pm.sample`` does; return ``idata``."""
     warn_if_capped(idata.attrs, stacklevel=5)  # sample -> run -> finish or stored -> here
-    if call.convergence_checks:
+    if request.convergence_checks:
         from pymc.stats.convergence import log_warnings, run_convergence_checks
 
-        found = run_convergence_checks(idata, call.model)
-        if not call.quiet:
+        found = run_convergence_checks(idata, request.model)
+        if not request.quiet:
             log_warnings(found)
     return idata
 
 
-def _seconds_attrs(seconds: dict[str, float]) -> dict[str, float]:
-    return {f"pymc_modal_seconds_{name}": value for name, value in seconds.items()}
-
-
-def detach(call: Call) -> str:
+def detach(encoded: Encoded) -> str:
     """Submit an encoded sampling call detached, record it, and return the run's id."""
+    planned = encoded.plan
     folder = store.new_run_folder()
     try:
-        submission = call.backend.submit(call.jobs, call.options, detached=folder)
+        submission = planned.backend.submit(encoded.jobs, planned.request.options, detached=folder)
         record = {
             "id": folder.name,
             "created": datetime.datetime.now().isoformat(timespec="seconds"),
-            "backend": call.backend.name,
-            "workers": len(call.jobs),
-            "options": dataclasses.asdict(call.options),
+            "backend": planned.backend.name,
+            "workers": len(encoded.jobs),
+            "gpu": planned.gpu,
+            "price_per_second": planned.price_per_second,
             # What `python -m pymc_modal clean` must keep until the run is fetched.
-            "blobs": sorted({name for job in call.jobs for name in payload.blob_names(job)}),
-            "attrs": {**call.attrs, **_seconds_attrs(call.seconds)},
+            "blobs": list(encoded.blobs),
+            "attrs": {**encoded.attrs, **attrs.seconds(encoded.seconds)},
             **submission.record,
         }
-        store.write_run(folder, record, call.context)
+        store.write_run(folder, record, planned.context)
     except BaseException:
         store.remove_run(folder)
         raise
     run_id = folder.name
-    if not call.quiet:
+    if not planned.request.quiet:
         _log.info("Started run %s; pymc_modal.fetch(%r) returns its result.", run_id, run_id)
     return run_id
 
@@ -416,14 +494,12 @@ def finish_run(folder: Path, wait: bool) -> None:
         A worker's own exception, with its traceback attached as a note.
     """
     record = store.read_record(folder)
-    backend = backends.get(record["backend"])
-    options = Options(**record.get("options", {}))
-    submission = backend.reattach(record, folder)
+    submission = backends.get(record["backend"]).reattach(record, folder)
     deliveries = submission.wait(block=wait)
     if deliveries is None:
         raise WorkerError(f"Run {folder.name} is still running; fetch it with wait=True.")
-    raw, attrs = _assemble(deliveries, record["attrs"], backend, options)
-    attrs["pymc_modal_run_id"] = folder.name
-    sampling = raw["seconds"]["compile"] + raw["seconds"]["sample"]
-    record.update(cost_usd=attrs["pymc_modal_cost_usd"], sampling_seconds=sampling)
-    store.write_result(folder, record, result.wrap(raw, store.read_context(folder), attrs))
+    raw, made = _assemble(deliveries, record["attrs"], record["gpu"], record["price_per_second"])
+    made[attrs.RUN_ID] = folder.name
+    sampling = raw.seconds["compile"] + raw.seconds["sample"]
+    record.update(cost_usd=made[attrs.COST_USD], sampling_seconds=sampling)
+    store.write_result(folder, record, result.wrap(raw, store.read_context(folder), made))

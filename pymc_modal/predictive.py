@@ -83,7 +83,7 @@ def _run(kind: str, trace, model, kwargs: dict[str, Any], backend, gpu, quiet: b
     settings = ForwardSettings(
         kind=kind, groups=groups, kwargs=kwargs, float_x=pytensor.config.floatX
     )
-    return trace, pipeline.forward(pipeline.Call(model, settings, options, quiet))
+    return trace, pipeline.forward(pipeline.Request(model, settings, options, quiet))
 
 
 def sample_posterior_predictive(

@@ -17,6 +17,7 @@ from pymc.backends.arviz import (
 )
 
 from pymc_modal._compat import from_raw
+from pymc_modal.job import Answer
 
 __all__ = ["context", "wrap"]
 
@@ -45,13 +46,13 @@ def context(model, idata_kwargs: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def wrap(raw: dict[str, Any], context: dict[str, Any], attrs: dict[str, Any]):
+def wrap(raw: Answer, context: dict[str, Any], attrs: dict[str, Any]):
     """Build the result object from a worker's arrays.
 
     Parameters
     ----------
-    raw : dict
-        A worker's answer, as :func:`pymc_modal.worker.chains.answer` makes it.
+    raw : Answer
+        A run's answer (the workers' merged).
     context : dict
         What :func:`context` took from the client's model.
     attrs : dict

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymc_modal import backends, payload, pipeline, store
+from pymc_modal import attrs, backends, payload, pipeline, store
 from pymc_modal._compat import open_netcdf
 from pymc_modal.errors import RunNotFoundError, WorkerError
+from pymc_modal.paths import RunPaths, runs_dir
 
 __all__ = ["Run", "fetch", "list_runs"]
 
@@ -26,10 +27,10 @@ class Run:
 
     def __init__(self, run_id: str) -> None:
         self.id = run_id
-        self.folder = store.runs_dir() / run_id
+        self.folder = runs_dir() / run_id
         if store.read_record(self.folder) is None:
             raise RunNotFoundError(
-                f"No run {run_id!r} on this machine (looked in {store.runs_dir()}). "
+                f"No run {run_id!r} on this machine (looked in {runs_dir()}). "
                 "List the runs with `python -m pymc_modal runs`."
             )
 
@@ -54,9 +55,9 @@ class Run:
         return fetch(self.id, wait=wait)
 
     def __repr__(self) -> str:
-        fetched = (self.folder / store.RESULT_FILE).exists()
+        fetched = RunPaths(self.folder).result.exists()
         return (
-            f"<pymc_modal run {self.id} on {self.record['attrs']['pymc_modal_where']}"
+            f"<pymc_modal run {self.id} on {self.record['attrs'][attrs.WHERE]}"
             f"{', fetched' if fetched else ''}; pymc_modal.fetch({self.id!r})>"
         )
 
@@ -93,7 +94,7 @@ def fetch(run_id: str, wait: bool = True):
         A worker's own exception, with its traceback attached as a note.
     """
     run = Run(run_id)
-    path = run.folder / store.RESULT_FILE
+    path = RunPaths(run.folder).result
     if not path.exists():
         pipeline.finish_run(run.folder, wait)
     result = open_netcdf(path)
@@ -103,7 +104,7 @@ def fetch(run_id: str, wait: bool = True):
 
 def list_runs() -> list[dict[str, Any]]:
     """The records of this machine's runs, newest first, each with its status."""
-    folder = store.runs_dir()
+    folder = runs_dir()
     if not folder.exists():
         return []
     found = []

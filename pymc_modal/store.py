@@ -6,16 +6,16 @@ A call's key is the SHA-256 of everything its draws depend on: the model's
 fingerprint (its log density and returned variables as a JAX program, their
 data and the initial point; see :class:`pymc_modal.preflight.Checked`), each
 worker's settings (the seed included), the library versions and where it
-runs. Each stored result is a folder in :func:`pymc_modal.config.cache_dir`
+runs. Each stored result is a folder in :func:`pymc_modal.paths.results_dir`
 holding the workers' answers as they came and the result's attrs, so it is
 wrapped with the calling model's coords and data like a fresh one.
 
-Each detached run has a folder in :func:`runs_dir` holding its record
-(``record.json``: backend, options, attrs, and what the backend needs to find
-its workers again), what wrapping its result takes from the client's model
-(``context.pkl``), the workers' answers as they are collected (and, on the
-local backend, their jobs and logs) and, once fetched, the result in ArviZ's
-netCDF form (``result.nc``), which opens without this package.
+Each detached run has a folder in :func:`pymc_modal.paths.runs_dir` holding
+its record (backend, price, attrs, and what the backend needs to find its
+workers again), what wrapping its result takes from the client's model, the
+workers' answers as they are collected (and, on the local backend, their jobs
+and logs) and, once fetched, the result in ArviZ's netCDF form, which opens
+without this package. :class:`pymc_modal.paths.RunPaths` names each file.
 """
 
 from __future__ import annotations
@@ -34,22 +34,24 @@ from typing import Any
 
 import numpy as np
 
+from pymc_modal import attrs as result_attrs
 from pymc_modal import payload
-from pymc_modal.config import cache_dir
 from pymc_modal.job import SampleSettings
+from pymc_modal.paths import (
+    RunPaths,
+    results_dir,
+    runs_dir,
+    write_atomically,
+    written_atomically,
+)
 
 __all__ = [
-    "RESULT_FILE",
-    "STORED_AT",
-    "answer_path",
     "key",
     "load",
     "new_run_folder",
     "read_context",
     "read_record",
     "remove_run",
-    "results_dir",
-    "runs_dir",
     "save",
     "write_result",
     "write_run",
@@ -58,18 +60,6 @@ __all__ = [
 # What a run's draws depend on; the progress bar does not count.
 FIELDS = [f for f in dataclasses.fields(SampleSettings) if f.name != "progressbar"]
 _log = logging.getLogger("pymc_modal")
-RESULT_FILE = "result.nc"
-RECORD_FILE = "record.json"
-# The attr that marks a result returned from the store: when it was first made.
-STORED_AT = "pymc_modal_stored_at"
-
-
-def results_dir() -> Path:
-    """The folder of stored results, in :func:`pymc_modal.config.cache_dir`.
-
-    Delete it to free the space; a later call samples anew.
-    """
-    return cache_dir() / "results"
 
 
 def _canonical(value: Any) -> Any:
@@ -82,11 +72,6 @@ def _canonical(value: Any) -> Any:
         return value
     array = np.ascontiguousarray(value)
     return [str(array.dtype), array.shape, hashlib.sha256(array.tobytes()).hexdigest()]
-
-
-def answer_path(folder: Path, index: int) -> Path:
-    """Where worker ``index``'s answer is kept in a stored result's or a run's folder."""
-    return folder / f"answer-{index}"
 
 
 def key(fingerprint: str, shares: Sequence[SampleSettings], where: str) -> str:
@@ -112,13 +97,14 @@ def load(call_key: str) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
     An entry that cannot be read is logged, naming its folder, and removed,
     so that the call samples as if it were absent.
     """
-    folder = results_dir() / call_key
+    entry = RunPaths(results_dir() / call_key)
+    folder = entry.folder
     if not folder.is_dir():
         return None
     try:
-        attrs = json.loads((folder / "attrs.json").read_text())
-        workers = range(attrs["pymc_modal_workers"])
-        answers = [payload.decode_result(answer_path(folder, i).read_bytes(), "") for i in workers]
+        attrs = json.loads(entry.attrs.read_text())
+        workers = range(attrs[result_attrs.WORKERS])
+        answers = [payload.decode_result(entry.answer(i).read_bytes(), "") for i in workers]
     except Exception as exc:
         _log.warning(
             "The stored result in %s could not be read (%s: %s); removed it, sampling anew.",
@@ -153,19 +139,15 @@ def save(call_key: str, answers: Sequence[bytes], attrs: dict[str, Any]) -> None
     folder.parent.mkdir(parents=True, exist_ok=True)
     made = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     try:
-        with payload.written_atomically(folder) as partial:
+        with written_atomically(folder) as partial:
             partial.mkdir()
+            entry = RunPaths(partial)
             for i, answer in enumerate(answers):
-                answer_path(partial, i).write_bytes(answer)
-            (partial / "attrs.json").write_text(json.dumps({**attrs, STORED_AT: made}))
+                entry.answer(i).write_bytes(answer)
+            entry.attrs.write_text(json.dumps({**attrs, result_attrs.STORED_AT: made}))
             _remove(folder)
     except OSError:
         pass  # Another process stored the same call meanwhile; its answers are as good.
-
-
-def runs_dir() -> Path:
-    """The folder of this machine's detached runs, in :func:`pymc_modal.config.cache_dir`."""
-    return cache_dir() / "runs"
 
 
 def new_run_folder() -> Path:
@@ -178,8 +160,9 @@ def new_run_folder() -> Path:
 
 def write_run(folder: Path, record: dict[str, Any], context: dict[str, Any]) -> None:
     """Record a run once its workers have started: from then on it can be fetched."""
-    (folder / "context.pkl").write_bytes(pickle.dumps(context, pickle.HIGHEST_PROTOCOL))
-    payload.write_atomically(folder / RECORD_FILE, json.dumps(record, indent=1).encode())
+    run = RunPaths(folder)
+    run.context.write_bytes(pickle.dumps(context, pickle.HIGHEST_PROTOCOL))
+    write_atomically(run.record, json.dumps(record, indent=1).encode())
 
 
 def remove_run(folder: Path) -> None:
@@ -190,18 +173,19 @@ def remove_run(folder: Path) -> None:
 def read_record(folder: Path) -> dict[str, Any] | None:
     """A run's record, or None if there is no run recorded in ``folder``."""
     try:
-        return json.loads((folder / RECORD_FILE).read_text())
+        return json.loads(RunPaths(folder).record.read_text())
     except FileNotFoundError:
         return None
 
 
 def read_context(folder: Path) -> dict[str, Any]:
     """What wrapping a run's result takes from the client's model."""
-    return pickle.loads((folder / "context.pkl").read_bytes())
+    return pickle.loads(RunPaths(folder).context.read_bytes())
 
 
 def write_result(folder: Path, record: dict[str, Any], idata) -> None:
     """Keep a fetched run's result as netCDF, and its record updated with what it cost."""
-    payload.write_atomically(folder / RECORD_FILE, json.dumps(record, indent=1).encode())
-    with payload.written_atomically(folder / RESULT_FILE) as partial:
+    run = RunPaths(folder)
+    write_atomically(run.record, json.dumps(record, indent=1).encode())
+    with written_atomically(run.result) as partial:
         idata.to_netcdf(partial)

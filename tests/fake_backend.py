@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from pymc_modal import payload, worker
+from pymc_modal import paths, worker
 from pymc_modal.backends import Delivery
 
 WHERE = "this machine"
@@ -51,7 +51,7 @@ class InProcess:
 
     def store_blobs(self, blobs: dict[str, bytes]) -> int:
         for name, data in blobs.items():
-            path = payload.blob_path(self.blobs, name)
+            path = paths.blob_path(self.blobs, name)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
         return sum(map(len, blobs.values()))

@@ -21,7 +21,7 @@ import pytest
 from modal._utils.async_utils import synchronizer
 from modal_double import _mounts
 
-from pymc_modal import payload
+from pymc_modal import paths, payload
 from pymc_modal.backends import modal as modal_backend
 
 RUN_A_JOB = """
@@ -76,7 +76,7 @@ def test_a_job_runs_with_only_what_the_image_installs(tmp_path, settings):
             make_data_model(), dataclasses.replace(settings, sampler=sampler), blobs=blobs
         )
         for name, data in blobs.items():
-            path = payload.blob_path(tmp_path / "blobs", name)
+            path = paths.blob_path(tmp_path / "blobs", name)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
         (tmp_path / "job").write_bytes(job)
@@ -90,4 +90,4 @@ def test_a_job_runs_with_only_what_the_image_installs(tmp_path, settings):
         )
         assert ran.returncode == 0, ran.stderr
         result = payload.decode_result((tmp_path / "answer").read_bytes(), "the twin")
-        assert result["posterior"]["slope"].shape == (settings.chains, settings.draws), sampler
+        assert result.posterior["slope"].shape == (settings.chains, settings.draws), sampler

@@ -13,6 +13,7 @@ from pymc_modal import fanout, pipeline
 from pymc_modal.client import prepare
 from pymc_modal.convergence import diagnose
 from pymc_modal.errors import InvalidOptionError, NotConvergedWarning, ResultTooLargeError
+from pymc_modal.job import Answer, Convergence
 from pymc_modal.worker import blackjax
 from pymc_modal.worker.blocks import _Watch
 
@@ -79,9 +80,9 @@ def test_a_cap_stops_before_a_block_that_would_pass_it(settings, capsys, cap, re
     assert second.startswith("draws 100: ") and second.endswith(f"stopped by {reason}")
     assert ("~$" in second) == ("max_cost" in cap)
     record = watch.record()
-    assert (record["stop_reason"], record["blocks"], record["draws"]) == (name, 2, 100)
-    assert ("forecast_cost_usd" in record) == ("max_cost" in cap)
-    assert record["forecast_draws"] > 0 and record["first_forecast_seconds"] > 0
+    assert (record.stop_reason, record.blocks, record.draws) == (name, 2, 100)
+    assert (record.forecast_cost_usd is not None) == ("max_cost" in cap)
+    assert record.forecast_draws > 0 and record.first_forecast_seconds > 0
 
 
 def test_the_forecast_scales_the_draws_by_the_ess_still_missing(settings, capsys):
@@ -98,8 +99,8 @@ def test_a_met_target_stops_and_records_how_close_the_first_forecast_came(settin
     watch, answer = _checked(_target(settings, draws=50, target_ess=300), [0.5] * 20)
     assert answer == 0 and watch.reason == "target"
     record = watch.record()
-    assert record["forecast_draws"] == 0 and record["first_forecast_seconds"] > 0
-    assert 0 < record["first_forecast_actual_seconds"] < 10
+    assert record.forecast_draws == 0 and record.first_forecast_seconds > 0
+    assert 0 < record.first_forecast_actual_seconds < 10
     assert capsys.readouterr().err.strip().endswith("target ESS 300 and R-hat 1.01 reached")
 
 
@@ -141,10 +142,11 @@ def test_a_capped_run_warns_naming_the_cap_and_so_does_its_stored_result(model, 
 
 def test_without_max_draws_the_draws_stop_before_the_result_passes_its_limit(model):
     with pymc_modal.options(max_result_bytes=20_000):
-        call = prepare(model=model, draws=20, chains=2, target_ess=400, backend="local")
-        pipeline.check(call)
-        (share,) = call.shares
-        assert share.max_draws == 20_000 // (call.checked.draw_bytes * 2)
+        planned = pipeline.plan(
+            prepare(model=model, draws=20, chains=2, target_ess=400, backend="local")
+        )
+        (share,) = planned.shares
+        assert share.max_draws == 20_000 // (planned.checked.draw_bytes * 2)
         assert share.price_per_second is None
         with pytest.raises(ResultTooLargeError, match="2 chains x max_draws=10000 draws"):
             pymc_modal.sample(
@@ -179,35 +181,41 @@ def test_bad_targets_and_caps_are_refused_before_anything_ships(
 def test_workers_aim_at_their_share_and_the_result_keeps_what_all_have(settings):
     whole = _target(settings, chains=3, max_cost=3.0)
     shares = fanout.split(whole, 2)
-    assert [share.target_ess for share in shares] == pytest.approx([200_000 / 3, 100_000 / 3])
+    # Whole effective draws, in proportion to the chains, that add up to the target.
+    assert [share.target_ess for share in shares] == [66_667, 33_333]
+    assert all(type(share.target_ess) is int for share in shares)
     assert [share.max_cost for share in shares] == pytest.approx([2.0, 1.0])
 
     rng = np.random.default_rng(0)
 
     def answer(chains, draws, reason):
-        record = {
-            "stop_reason": reason,
-            "blocks": draws // 10,
-            "draws": draws,
-            "target_ess": 50_000 * chains,
-            "forecast_draws": 10,
-            "forecast_seconds": 1.0,
-        }
-        return {
-            "posterior": {"mu": rng.normal(size=(chains, draws))},
-            "sample_stats": {"lp": rng.normal(size=(chains, draws))},
-            "log_likelihood": None,
-            "attrs": {"sampling_time": 1.0},
-            "seconds": {"sample": 1.0},
-            "device": "cpu",
-            "convergence": record,
-        }
+        record = Convergence(
+            stop_reason=reason,
+            blocks=draws // 10,
+            draws=draws,
+            target_ess=50_000 * chains,
+            max_rhat_target=1.01,
+            min_ess_bulk=1.0,
+            min_ess_tail=1.0,
+            max_rhat=2.0,
+            forecast_draws=10,
+            forecast_seconds=1.0,
+        )
+        return Answer(
+            posterior={"mu": rng.normal(size=(chains, draws))},
+            sample_stats={"lp": rng.normal(size=(chains, draws))},
+            log_likelihood=None,
+            attrs={"sampling_time": 1.0},
+            seconds={"sample": 1.0},
+            device="cpu",
+            convergence=record,
+        )
 
     first, second = answer(2, 40, "target"), answer(1, 30, "max_seconds")
     merged = fanout.merge([first, second])
-    assert merged["posterior"]["mu"].shape == (3, 30)
-    np.testing.assert_array_equal(merged["posterior"]["mu"][:2], first["posterior"]["mu"][:, :30])
-    record = merged["convergence"]
-    assert (record["stop_reason"], record["draws"], record["blocks"]) == ("max_seconds", 30, 4)
-    assert record["target_ess"] == 150_000
-    assert record["min_ess_bulk"] == diagnose(merged["posterior"]).min_bulk
+    assert merged.posterior["mu"].shape == (3, 30)
+    np.testing.assert_array_equal(merged.posterior["mu"][:2], first.posterior["mu"][:, :30])
+    record = merged.convergence
+    assert (record.stop_reason, record.draws, record.blocks) == ("max_seconds", 30, 4)
+    assert record.target_ess == 150_000
+    assert record.min_ess_bulk == diagnose(merged.posterior).min_bulk

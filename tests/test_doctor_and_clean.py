@@ -3,12 +3,12 @@
 import pytest
 
 from pymc_modal import __main__ as cli
-from pymc_modal import store
+from pymc_modal import paths, store
 from pymc_modal.backends.local import BACKEND as LOCAL
-from pymc_modal.backends.local import blob_dir, compilation_cache_dir
 from pymc_modal.backends.modal import BACKEND as MODAL
 from pymc_modal.doctor import doctor
 from pymc_modal.errors import GpuNotFoundError, MissingCredentialsError
+from pymc_modal.paths import blob_dir, compilation_cache_dir
 
 KEPT, DROPPED, OTHER = "ab" + "1" * 62, "ab" + "2" * 62, "cd" + "3" * 62
 
@@ -42,7 +42,7 @@ def _run_folder(blobs, fetched):
     folder = store.new_run_folder()
     store.write_run(folder, {"id": folder.name, "blobs": blobs}, {})
     if fetched:
-        (folder / store.RESULT_FILE).write_bytes(b"netcdf")
+        paths.RunPaths(folder).result.write_bytes(b"netcdf")
     return folder.name
 
 

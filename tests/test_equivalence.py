@@ -90,7 +90,7 @@ def test_the_progress_bar_s_stretches_draw_what_one_run_draws(model, settings):
     quiet = numpyro.sample(Job(model, settings, [], None))
     shown = numpyro.sample(Job(model, dataclasses.replace(settings, progressbar=True), [], None))
 
-    for name, values in quiet["posterior"].items():
-        np.testing.assert_array_equal(shown["posterior"][name], values)
-    for name, values in quiet["sample_stats"].items():
-        np.testing.assert_array_equal(shown["sample_stats"][name], values)
+    for name, values in quiet.posterior.items():
+        np.testing.assert_array_equal(shown.posterior[name], values)
+    for name, values in quiet.sample_stats.items():
+        np.testing.assert_array_equal(shown.sample_stats[name], values)

@@ -8,6 +8,7 @@ import pytest
 import pymc_modal
 from pymc_modal import fanout
 from pymc_modal.errors import InvalidOptionError
+from pymc_modal.job import Answer
 
 
 def test_one_worker_keeps_the_run_as_it_is(settings):
@@ -38,27 +39,26 @@ def test_more_workers_than_chains_is_refused_before_shipping(model, nothing_ship
         pymc_modal.sample(model=model, chains=2, workers=3, backend="local")
 
 
-def _answer(first_chain: int, chains: int, seconds: float, device: str = "gpu: H100") -> dict:
+def _answer(first_chain: int, chains: int, seconds: float, device: str = "gpu: H100") -> Answer:
     values = np.arange(first_chain, first_chain + chains, dtype=float)[:, None] * np.ones((1, 4))
-    return {
-        "posterior": {"x": values},
-        "sample_stats": {"diverging": np.zeros((chains, 4), dtype=bool)},
-        "log_likelihood": None,
-        "attrs": {"sampling_time": seconds, "tuning_steps": 10},
-        "seconds": {"compile": seconds, "tune": 1.0, "draw": 2.0, "postprocess": 0.1},
-        "device": device,
-        "convergence": None,
-    }
+    return Answer(
+        posterior={"x": values},
+        sample_stats={"diverging": np.zeros((chains, 4), dtype=bool)},
+        log_likelihood=None,
+        attrs={"sampling_time": seconds, "tuning_steps": 10},
+        seconds={"compile": seconds, "tune": 1.0, "draw": 2.0, "postprocess": 0.1},
+        device=device,
+    )
 
 
 def test_answers_are_joined_along_the_chain_axis_in_worker_order():
     merged = fanout.merge([_answer(0, 2, 5.0), _answer(2, 1, 7.0)])
-    np.testing.assert_array_equal(merged["posterior"]["x"][:, 0], [0.0, 1.0, 2.0])
-    assert merged["sample_stats"]["diverging"].shape == (3, 4)
-    assert merged["log_likelihood"] is None
-    assert merged["seconds"]["compile"] == 7.0
-    assert merged["attrs"] == {"sampling_time": 7.0, "tuning_steps": 10}
-    assert merged["device"] == "gpu: H100"
+    np.testing.assert_array_equal(merged.posterior["x"][:, 0], [0.0, 1.0, 2.0])
+    assert merged.sample_stats["diverging"].shape == (3, 4)
+    assert merged.log_likelihood is None
+    assert merged.seconds["compile"] == 7.0
+    assert merged.attrs == {"sampling_time": 7.0, "tuning_steps": 10}
+    assert merged.device == "gpu: H100"
 
 
 @pytest.mark.parametrize("workers", [0, -1, 1.5, True])

@@ -2,11 +2,12 @@
 
 The worker side (``pymc_modal.worker``) and the client side (everything else)
 share only the job contract (``job``, ``payload``, ``errors``, ``_compat``,
-``convergence``, ``samplers``, ``checks``).
+``convergence``, ``samplers``, ``checks``, ``paths``).
 Imports inside functions count: they are still dependencies.
 """
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ SHARED = {
     "pymc_modal.convergence",
     "pymc_modal.samplers",
     "pymc_modal.checks",
+    "pymc_modal.paths",
 }
 CROSSINGS = {("worker", "client"), ("client", "worker"), ("shared", "client"), ("shared", "worker")}
 # A backend starts the worker through its one entry point.
@@ -117,3 +119,14 @@ def test_the_checks_catch_what_they_guard_against(graph, wrong):
         graph.update({name: set() for name in imported if name not in graph})
     assert bool(_crossings(graph)) == (wrong == "crossing")
     assert (_cycle(graph) is not None) == (wrong == "cycle")
+
+
+def test_readme_layout_names_every_module_of_the_tree():
+    readme = (PACKAGE.parent / "README.md").read_text().split("## Layout", 1)[1]
+    listed = set(re.findall(r"^\| `(pymc_modal/[\w/]+\.py)` \|", readme, flags=re.M))
+    tree = {
+        str(path.relative_to(PACKAGE.parent))
+        for path in PACKAGE.rglob("*.py")
+        if path != PACKAGE / "__init__.py"
+    }
+    assert listed == tree

@@ -172,8 +172,8 @@ def test_chains_of_several_workers_are_each_workers_own_run(model, settings):
         payload.decode_result(worker.run(payload.encode_job(model, share)), "here")
         for share in fanout.split(run, 2)
     ]
-    assert [part["posterior"]["mu"].shape[0] for part in parts] == [2, 1]
-    expected = np.concatenate([part["posterior"]["mu"] for part in parts])
+    assert [part.posterior["mu"].shape[0] for part in parts] == [2, 1]
+    expected = np.concatenate([part.posterior["mu"] for part in parts])
     np.testing.assert_array_equal(merged.posterior["mu"].values, expected)
     assert list(merged.posterior.chain.values) == [0, 1, 2]
 

@@ -11,6 +11,7 @@ from pytensor.graph.op import Op
 from pytensor.link.jax.dispatch import jax_funcify
 
 import pymc_modal
+from pymc_modal import attrs, payload
 from pymc_modal.errors import InvalidOptionError
 
 TINY = {"draws": 10, "tune": 10, "chains": 1, "random_seed": 3, "backend": "local"}
@@ -78,3 +79,23 @@ def test_items_must_be_all_models_or_all_datasets():
         pymc_modal.map([{"z": X}], model=model, **TINY)
     with pytest.raises(InvalidOptionError, match="wait=False"):
         pymc_modal.map([model], wait=False, **TINY)
+
+
+@pytest.mark.slow
+def test_stored_fits_are_returned_before_anything_is_encoded(in_process, monkeypatch):
+    def plain(prior_sigma: float) -> pm.Model:
+        with pm.Model() as model:
+            slope = pm.Normal("slope", 0, prior_sigma)
+            pm.Normal("obs", slope * X, 1.0, observed=2.0 * X)
+        return model
+
+    first = pymc_modal.map([plain(1.0)], **TINY)
+    encoded = []
+    real = payload.encode_job
+    monkeypatch.setattr(payload, "encode_job", lambda *a, **k: encoded.append(a) or real(*a, **k))
+
+    stored, new = pymc_modal.map([plain(1.0), plain(2.0)], **TINY)
+
+    assert len(encoded) == 1 and in_process.submitted == [1, 1]
+    assert attrs.STORED_AT in stored.attrs and attrs.STORED_AT not in new.attrs
+    np.testing.assert_array_equal(stored.posterior["slope"], first[0].posterior["slope"])

@@ -117,7 +117,7 @@ def test_a_warm_container_sees_data_uploaded_after_it_started(modal_server, sett
         (delivery,) = _run([job], options)
     assert len(modal_server.containers) == 1
     answer = payload.decode_result(delivery.answer, delivery.where)  # found its data
-    assert answer["posterior"]["slope"].shape == (settings.chains, settings.draws)
+    assert answer.posterior["slope"].shape == (settings.chains, settings.draws)
 
 
 def test_two_clients_storing_the_same_blob_both_succeed(modal_server, monkeypatch):

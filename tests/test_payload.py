@@ -11,7 +11,7 @@ import types
 import numpy as np
 import pytest
 
-from pymc_modal import payload, worker
+from pymc_modal import paths, payload, worker
 from pymc_modal.errors import PayloadError, VersionMismatchError, WorkerError
 
 
@@ -133,7 +133,7 @@ def test_custom_op_from_a_user_module_travels_by_value(user_module, tmp_path, se
         from pymc_modal import payload, worker
         assert importlib.util.find_spec("my_private_ops") is None
         answer = worker.run(pathlib.Path({str(job)!r}).read_bytes())
-        posterior = payload.decode_result(answer, "subprocess")["posterior"]
+        posterior = payload.decode_result(answer, "subprocess").posterior
         np.testing.assert_allclose(posterior["twice"], 2 * posterior["x"])
         print("sampled", posterior["x"].shape)
         """
@@ -183,7 +183,7 @@ def test_large_arrays_travel_as_blobs_named_by_their_content(tmp_path, settings)
     with pytest.raises(PayloadError, match="is not in"):
         payload.decode_job(job, tmp_path)
     for name, data in blobs.items():
-        path = payload.blob_path(tmp_path, name)
+        path = paths.blob_path(tmp_path, name)
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(data)
     loaded = payload.decode_job(job, tmp_path).model

@@ -173,11 +173,11 @@ def test_nutpie_returns_the_variables_asked_for_and_stops_at_the_target(model, s
 
     result = nutpie_worker.sample(Job(model, settings, [], None))
 
-    draws = result["convergence"]["draws"]
-    assert result["convergence"]["stop_reason"] == "target" and draws % 100 == 0
-    assert set(result["posterior"]) == {"mu"} and set(result["log_likelihood"]) == {"y"}
-    assert result["posterior"]["mu"].shape == (2, draws)
-    assert result["log_likelihood"]["y"].shape == (2, draws, 20)
+    draws = result.convergence.draws
+    assert result.convergence.stop_reason == "target" and draws % 100 == 0
+    assert set(result.posterior) == {"mu"} and set(result.log_likelihood) == {"y"}
+    assert result.posterior["mu"].shape == (2, draws)
+    assert result.log_likelihood["y"].shape == (2, draws, 20)
 
 
 @pytest.mark.slow

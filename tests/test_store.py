@@ -12,7 +12,7 @@ import pytest
 from conftest import make_model
 
 import pymc_modal
-from pymc_modal import payload, store
+from pymc_modal import attrs, paths, payload, store
 from pymc_modal.preflight import check
 
 TINY = {"draws": 10, "tune": 10, "chains": 1, "backend": "local", "progressbar": False}
@@ -32,7 +32,7 @@ def test_identical_call_returns_stored_result(model, runs_counted, caplog):
     assert "stored result of an identical run" in caplog.text
     assert "refit=True" in caplog.text
     np.testing.assert_array_equal(first.posterior["mu"].values, second.posterior["mu"].values)
-    assert store.STORED_AT in second.attrs and store.STORED_AT not in first.attrs
+    assert attrs.STORED_AT in second.attrs and attrs.STORED_AT not in first.attrs
     assert list(second.posterior["effect"].coords["group"].values) == ["g0", "g1", "g2", "g3"]
 
 
@@ -40,7 +40,7 @@ def test_refit_samples_again(model, runs_counted):
     pymc_modal.sample(model=model, random_seed=4, **TINY)
     again = pymc_modal.sample(model=model, random_seed=4, refit=True, **TINY)
     assert runs_counted == [1, 1]
-    assert store.STORED_AT not in again.attrs
+    assert attrs.STORED_AT not in again.attrs
 
 
 @pytest.mark.parametrize(
@@ -87,19 +87,21 @@ def test_fingerprint_is_the_same_in_another_process(settings):
 
 
 def _entry() -> Path:
-    (folder,) = store.results_dir().iterdir()
+    (folder,) = paths.results_dir().iterdir()
     return folder
 
 
 @pytest.mark.parametrize(
     "damage",
     [
-        lambda folder: store.answer_path(folder, 0).write_bytes(
-            store.answer_path(folder, 0).read_bytes()[:-100]
+        lambda folder: (
+            paths.RunPaths(folder)
+            .answer(0)
+            .write_bytes(paths.RunPaths(folder).answer(0).read_bytes()[:-100])
         ),
         lambda folder: (folder / "attrs.json").write_text("{"),
-        lambda folder: store.answer_path(folder, 0).write_bytes(b"junk"),
-        lambda folder: store.answer_path(folder, 0).unlink(),
+        lambda folder: paths.RunPaths(folder).answer(0).write_bytes(b"junk"),
+        lambda folder: paths.RunPaths(folder).answer(0).unlink(),
     ],
     ids=["truncated answer", "overwritten attrs", "junk answer", "missing answer"],
 )
@@ -110,31 +112,31 @@ def test_an_unreadable_entry_is_removed_and_sampled_anew(model, runs_counted, ca
     with caplog.at_level(logging.WARNING, logger="pymc_modal"):
         again = pymc_modal.sample(model=model, random_seed=4, **TINY)
     assert f"The stored result in {folder} could not be read" in caplog.text
-    assert store.STORED_AT not in again.attrs
+    assert attrs.STORED_AT not in again.attrs
     stored = pymc_modal.sample(model=model, random_seed=4, **TINY)
     assert runs_counted == [1, 1]
-    assert store.STORED_AT in stored.attrs
+    assert attrs.STORED_AT in stored.attrs
     assert caplog.text.count("could not be read") == 1
 
 
 def test_an_unreadable_entry_is_gone_once_found(caplog):
     store.save("k", [payload.encode_result({})], {"pymc_modal_workers": 1})
-    store.answer_path(_entry(), 0).write_bytes(b"junk")
+    paths.RunPaths(_entry()).answer(0).write_bytes(b"junk")
     with caplog.at_level(logging.WARNING, logger="pymc_modal"):
         assert store.load("k") is None
         assert store.load("k") is None
-    assert list(store.results_dir().iterdir()) == []
+    assert list(paths.results_dir().iterdir()) == []
     assert caplog.text.count("could not be read") == 1
 
 
 def test_refit_replaces_the_stored_entry(model, runs_counted):
     pymc_modal.sample(model=model, random_seed=4, **TINY)
-    attrs = _entry() / "attrs.json"
-    attrs.write_text(json.dumps({**json.loads(attrs.read_text()), "old": True}))
+    attrs_file = _entry() / "attrs.json"
+    attrs_file.write_text(json.dumps({**json.loads(attrs_file.read_text()), "old": True}))
     pymc_modal.sample(model=model, random_seed=4, refit=True, **TINY)
     stored = pymc_modal.sample(model=model, random_seed=4, **TINY)
     assert runs_counted == [1, 1]
-    assert "old" not in stored.attrs and store.STORED_AT in stored.attrs
+    assert "old" not in stored.attrs and attrs.STORED_AT in stored.attrs
 
 
 def test_a_write_that_fails_midway_leaves_no_entry(monkeypatch):
@@ -146,7 +148,7 @@ def test_a_write_that_fails_midway_leaves_no_entry(monkeypatch):
     monkeypatch.setattr(store.json, "dumps", fail)
     with pytest.raises(KeyboardInterrupt):
         store.save("k", [answer], {"pymc_modal_workers": 1})
-    assert list(store.results_dir().iterdir()) == []
+    assert list(paths.results_dir().iterdir()) == []
 
 
 @pytest.mark.slow
@@ -162,6 +164,6 @@ def test_two_processes_storing_one_key_leave_one_good_entry():
     )
     writers = [subprocess.Popen([sys.executable, "-c", code, str(i)]) for i in range(2)]
     assert [writer.wait() for writer in writers] == [0, 0]
-    (answer,), attrs = store.load("k")
-    assert answer["writer"] in ("0", "1") and attrs["pymc_modal_workers"] == 1
-    assert [folder.name for folder in store.results_dir().iterdir()] == ["k"]
+    (answer,), stored_attrs = store.load("k")
+    assert answer["writer"] in ("0", "1") and stored_attrs["pymc_modal_workers"] == 1
+    assert [folder.name for folder in paths.results_dir().iterdir()] == ["k"]

@@ -79,7 +79,7 @@ def test_a_run_of_hundreds_of_blocks_keeps_its_mappings_flat(
         warnings.simplefilter("ignore", NotConvergedWarning)
         result = sample(Job(tiny, settings, [], None))
 
-    assert result["convergence"]["blocks"] == BLOCKS == len(stderr.counts)
+    assert result.convergence.blocks == BLOCKS == len(stderr.counts)
     assert stderr.counts[-1] - stderr.counts[9] < SLACK, stderr.counts[9::30]
 
 
@@ -91,5 +91,5 @@ def test_a_warm_worker_s_hundreds_of_calls_keep_its_mappings_flat(tiny, settings
         answer = worker.run(job)
         counts.append(_mappings())
 
-    assert payload.decode_result(answer, "here")["posterior"]["mu"].shape == (2, 5)
+    assert payload.decode_result(answer, "here").posterior["mu"].shape == (2, 5)
     assert counts[-1] - counts[9] < SLACK, counts[9::20]

@@ -29,12 +29,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pymc_modal.backends import Delivery, OnAnswer
-from pymc_modal.config import Options, cache_dir
+from pymc_modal.config import Options
 from pymc_modal.errors import WorkerError
-from pymc_modal.payload import blob_path, write_atomically
-from pymc_modal.store import answer_path
+from pymc_modal.paths import RunPaths, blob_dir, blob_path, compilation_cache_dir, write_atomically
 
-__all__ = ["BACKEND", "LocalBackend", "blob_dir", "compilation_cache_dir"]
+__all__ = ["BACKEND", "LocalBackend"]
 
 WHERE = "this machine"
 # How often a detached run's folder is looked at while it is waited for.
@@ -162,10 +161,9 @@ def _close_warm() -> None:
 class _Job:
     """One job on a worker: its files, its clock, and the worker's answer."""
 
-    def __init__(self, job: bytes, folder: Path, worker: _Worker) -> None:
-        folder.mkdir()
+    def __init__(self, job: bytes, paths: RunPaths, index: int, worker: _Worker) -> None:
         self.worker = worker
-        self.job_path, self.answer_path = folder / "job", folder / "answer"
+        self.job_path, self.answer_path = paths.job(index), paths.answer(index)
         start = time.perf_counter()
         self.job_path.write_bytes(job)
         self.transfer = time.perf_counter() - start
@@ -193,19 +191,6 @@ class _Job:
         return Delivery(answer=answer, seconds={"wall": wall, "transfer": transfer}, where=WHERE)
 
 
-def compilation_cache_dir() -> Path:
-    """This machine's JAX compilation cache, in :func:`pymc_modal.config.cache_dir`."""
-    return cache_dir() / "jax"
-
-
-def blob_dir() -> Path:
-    """This machine's store of data blobs, in :func:`pymc_modal.config.cache_dir`.
-
-    Delete the folder to free the space; a later run stores what it needs again.
-    """
-    return cache_dir() / "blobs"
-
-
 class _Pool:
     """A waited call's jobs on warm worker processes, ``options.workers`` at a time."""
 
@@ -225,12 +210,13 @@ class _Pool:
             answered.put((index, worker.wait_done()))
 
         with tempfile.TemporaryDirectory(prefix="pymc-modal-") as folder:
+            paths = RunPaths(Path(folder))
             waiting = list(enumerate(self.jobs))
             try:
                 while waiting or running:
                     while waiting and len(running) < self.options.workers:
                         index, job = waiting.pop(0)
-                        running[index] = _Job(job, Path(folder, str(index)), _take_warm())
+                        running[index] = _Job(job, paths, index, _take_warm())
                         threading.Thread(
                             target=await_answer, args=(index, running[index].worker), daemon=True
                         ).start()
@@ -279,7 +265,8 @@ class _Detached:
 
     def __init__(self, record: dict[str, Any], folder: Path) -> None:
         self.record, self.folder = record, folder
-        self.paths = [answer_path(folder, i) for i in range(len(record["pids"]))]
+        self.run = RunPaths(folder)
+        self.paths = [self.run.answer(i) for i in range(len(record["pids"]))]
 
     def _running(self) -> bool:
         return not any(
@@ -294,14 +281,15 @@ class _Detached:
 
     def wait(self, on_answer: OnAnswer = None, block: bool = True) -> list[Delivery] | None:
         """Wait for the answers, relaying the first worker's log to stderr if ``block``."""
-        log, offset = self.folder / "log-0.txt", 0
+        log, offset = self.run.log(0), 0
         relay = _relay_log if block else lambda path, offset: offset
         while not all(path.exists() for path in self.paths):
             if not self._running():
                 relay(log, offset)
+                logs = ", ".join(str(self.run.log(i)) for i in range(len(self.paths)))
                 raise WorkerError(
-                    f"A worker of run {self.folder.name} ended without an answer; its output "
-                    f"is in {self.folder}/log-*.txt."
+                    f"A worker of run {self.folder.name} ended without an answer; the workers' "
+                    f"output is in {logs}."
                 )
             if not block:
                 return None
@@ -331,8 +319,9 @@ def _start_detached(folder: Path, index: int) -> int:
     It runs in a session of its own, so neither Ctrl-C nor the end of this
     process stops it.
     """
-    job, answer = folder / f"job-{index}", answer_path(folder, index)
-    with open(folder / f"log-{index}.txt", "wb") as output:
+    run = RunPaths(folder)
+    job, answer = run.job(index), run.answer(index)
+    with open(run.log(index), "wb") as output:
         process = subprocess.Popen(
             _worker_command("detached", job, answer, blob_dir()),
             stdout=output,
@@ -403,7 +392,7 @@ class LocalBackend:
         if detached is None:
             return _Pool(jobs, options)
         for index, job in enumerate(jobs):
-            (detached / f"job-{index}").write_bytes(job)
+            RunPaths(detached).job(index).write_bytes(job)
         pids = [_start_detached(detached, index) for index in range(len(jobs))]
         return _Detached({"pids": pids}, detached)
 

@@ -47,8 +47,8 @@ from pymc_modal.errors import (
     PymcModalError,
     WorkerError,
 )
+from pymc_modal.paths import RunPaths, blob_path, write_atomically
 from pymc_modal.pricing import DEFAULT_GPU
-from pymc_modal.store import answer_path
 
 __all__ = ["BACKEND", "ModalBackend", "app", "gpu_function", "requirements", "run_job"]
 
@@ -182,7 +182,7 @@ def _function_for(options: Options, detached: bool = False) -> tuple[modal.App, 
         )
         return (detached_app if detached else app), variant
     return _fallback(
-        tuple(options.gpu), options.timeout, options.retries, options.scaledown_window, detached
+        options.gpu, options.timeout, options.retries, options.scaledown_window, detached
     )
 
 
@@ -320,17 +320,17 @@ class _Detached:
     """A detached run's calls; each answer is also kept in the results volume until fetched."""
 
     def __init__(self, record: dict[str, Any], folder: Path) -> None:
-        self.record, self.folder = record, folder
+        self.record, self.folder, self.run = record, folder, RunPaths(folder)
 
     def answers(self) -> list[bytes] | None:
         """Each answer, from the run's folder, else the results volume, else its call."""
         found = []
         for index, call_id in enumerate(self.record["calls"]):
-            path = answer_path(self.folder, index)
+            path = self.run.answer(index)
             if path.exists():
                 found.append(path.read_bytes())
                 continue
-            answer = _detached_answer(f"{self.folder.name}-{index}", call_id, wait=False)
+            answer = _detached_answer(self.run.remote_answer(index), call_id, wait=False)
             if answer is None:
                 return None
             found.append(answer)
@@ -352,13 +352,13 @@ class _Detached:
             _log.info("Waiting for run %s on Modal...", self.folder.name)
         deliveries = []
         for index, call_id in enumerate(self.record["calls"]):
-            path = answer_path(self.folder, index)
+            path = self.run.answer(index)
             if not path.exists():
-                answer_name = f"{self.folder.name}-{index}"
+                answer_name = self.run.remote_answer(index)
                 answer = _detached_answer(answer_name, call_id, block)
                 if answer is None:
                     return None
-                payload.write_atomically(path, answer)
+                write_atomically(path, answer)
                 with contextlib.suppress(FileNotFoundError):
                     results_volume.remove_file(answer_name)
             deliveries.append(Delivery(path.read_bytes(), {}, "Modal"))
@@ -408,7 +408,7 @@ def _by_shard(blobs: dict[str, bytes]) -> dict[str, list[str]]:
     """The blobs' names by the data volume's folder that holds them."""
     shards: dict[str, list[str]] = {}
     for name in blobs:
-        shards.setdefault(f"/{payload.blob_path('', name).parent}", []).append(name)
+        shards.setdefault(f"/{blob_path('', name).parent}", []).append(name)
     return shards
 
 
@@ -454,7 +454,7 @@ class ModalBackend:
             # content, overwriting it is safe.
             with data_volume.batch_upload(force=True) as batch:
                 for name, data in missing.items():
-                    batch.put_file(io.BytesIO(data), f"/{payload.blob_path('', name)}")
+                    batch.put_file(io.BytesIO(data), f"/{blob_path('', name)}")
         return sum(map(len, missing.values()))
 
     def prune(self, keep: set[str], fetched: set[str], dry_run: bool) -> dict[str, int]:
@@ -503,7 +503,7 @@ class ModalBackend:
         calls = []
         with modal.enable_output(), run_app.run(detach=True):
             for index, job in enumerate(jobs):
-                calls.append(function.spawn(job, f"{detached.name}-{index}"))
+                calls.append(function.spawn(job, RunPaths(detached).remote_answer(index)))
         if len(calls) < len(jobs):
             # Modal's runner ends the app's block quietly on Ctrl-C; the caller must know.
             for call in calls:

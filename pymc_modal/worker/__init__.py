@@ -12,6 +12,7 @@ The same function runs in a local process and on a Modal GPU.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import time
@@ -19,6 +20,7 @@ import warnings
 
 from pymc_modal import payload, samplers
 from pymc_modal.errors import GpuNotFoundError
+from pymc_modal.job import Answer, ForwardAnswer
 
 __all__ = ["run", "use_compilation_cache"]
 
@@ -67,9 +69,9 @@ def run(
         start = time.perf_counter()
         job = payload.decode_job(job_bytes, blob_dir)
         load_seconds = time.perf_counter() - start
-        result = _sample(job, started)
-        result["seconds"]["load"] = load_seconds
-        return payload.encode_result(result)
+        answer = _sample(job, started)
+        seconds = {**answer.seconds, "load": load_seconds}
+        return payload.encode_result(dataclasses.replace(answer, seconds=seconds))
     except Exception as exc:
         return payload.encode_failure(exc)
 
@@ -87,7 +89,7 @@ def _check_gpu() -> None:
         )
 
 
-def _sample(job: payload.Job, started: float) -> dict:
+def _sample(job: payload.Job, started: float) -> Answer | ForwardAnswer:
     import jax
     import pytensor
     from pytensor.link.jax.dispatch import jax_funcify

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from pymc_modal import worker
-from pymc_modal.payload import write_atomically
+from pymc_modal.paths import write_atomically
 
 
 def _answer(job_path: str, answer_path: str, blobs: str) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from pymc_modal.job import SampleSettings
+from pymc_modal.job import Answer, SampleSettings
 from pymc_modal.payload import Job
 from pymc_modal.worker import blocks
 from pymc_modal.worker.chains import flat
@@ -139,7 +139,7 @@ def _chees(logp_fn, transform, settings: SampleSettings, tick):
     return warm_up, _ensemble_draws(step, transform, settings, tick)
 
 
-def sample(job: Job, started: float | None = None) -> dict[str, Any]:
+def sample(job: Job, started: float | None = None) -> Answer:
     """Sample the job's model with ChEES-HMC, as every sampler's ``sample`` does.
 
     See :class:`pymc_modal.samplers.Sampler`. The ensemble's programs are
@@ -147,7 +147,7 @@ def sample(job: Job, started: float | None = None) -> dict[str, Any]:
 
     Returns
     -------
-    dict
+    Answer
         As :func:`pymc_modal.worker.chains.answer` makes it, with PyMC's
         sample-stat names; ``n_steps`` counts gradient evaluations per draw.
     """

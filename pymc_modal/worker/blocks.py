@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pymc_modal.convergence import Diagnostics, diagnose, format_seconds
-from pymc_modal.job import Returned, SampleSettings
+from pymc_modal.job import Answer, Convergence, Returned, SampleSettings
 from pymc_modal.worker.chains import answer
 
 __all__ = ["Draw", "run"]
@@ -148,28 +148,25 @@ class _Watch:
         tqdm.write(line, file=sys.stderr)
         sys.stderr.flush()
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> Convergence:
         """What the result's attrs say of the run: why it stopped and what it reached."""
         found, settings = self.found, self.settings
-        record = {
-            "stop_reason": self.reason,
-            "blocks": self.blocks,
-            "draws": self.drawn,
-            "target_ess": settings.target_ess,
-            "max_rhat_target": settings.max_rhat,
-            "min_ess_bulk": found.min_bulk,
-            "min_ess_tail": found.min_tail,
-            "max_rhat": found.max_rhat,
-            "forecast_draws": self.forecast_draws,
-            "forecast_seconds": self.forecast_seconds,
-        }
-        if settings.price_per_second is not None:
-            record["forecast_cost_usd"] = self.forecast_seconds * settings.price_per_second
-        if self.first_forecast is not None:
-            record["first_forecast_seconds"] = self.first_forecast
-        if self.first_forecast_actual is not None:
-            record["first_forecast_actual_seconds"] = self.first_forecast_actual
-        return record
+        price = settings.price_per_second
+        return Convergence(
+            stop_reason=self.reason,
+            blocks=self.blocks,
+            draws=self.drawn,
+            target_ess=settings.target_ess,
+            max_rhat_target=settings.max_rhat,
+            min_ess_bulk=found.min_bulk,
+            min_ess_tail=found.min_tail,
+            max_rhat=found.max_rhat,
+            forecast_draws=self.forecast_draws,
+            forecast_seconds=self.forecast_seconds,
+            forecast_cost_usd=None if price is None else self.forecast_seconds * price,
+            first_forecast_seconds=self.first_forecast,
+            first_forecast_actual_seconds=self.first_forecast_actual,
+        )
 
 
 def _rate(value: float) -> str:
@@ -187,7 +184,7 @@ def run(
     warm_up: Callable[[], None],
     draw: Callable[[int], Draw],
     started: float | None = None,
-) -> dict[str, Any]:
+) -> Answer:
     """Warm up, draw one block or (with ``settings.target_ess``) blocks to the target.
 
     Parameters
@@ -205,7 +202,7 @@ def run(
 
     Returns
     -------
-    dict
+    Answer
         As :func:`pymc_modal.worker.chains.answer` makes it; its
         ``convergence`` says why a run sampled to a target stopped.
     """
@@ -237,4 +234,4 @@ def run(
     stats = {name: _join([block[name] for _, block in blocks]) for name in blocks[0][1]}
     seconds = {"compile": clock.seconds, "sample": max(0.0, end - start - clock.seconds)}
     convergence = None if watch is None else watch.record()
-    return answer(settings, returned, values, stats, seconds, convergence)
+    return answer(settings, returned, values, stats, seconds, convergence=convergence)

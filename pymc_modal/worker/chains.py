@@ -10,7 +10,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from pymc_modal.job import Returned, SampleSettings, returned
+from pymc_modal.job import Answer, Convergence, Returned, SampleSettings, returned
 
 __all__ = ["Flat", "answer", "flat", "flat_starts", "initial_points"]
 
@@ -84,13 +84,15 @@ def answer(
     values,
     sample_stats,
     seconds,
-    convergence: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+    *,
+    convergence: Convergence | None = None,
+) -> Answer:
     """A run's answer from its device arrays, each shaped (chain, draw, ...).
 
     Parameters
     ----------
     settings : SampleSettings
+        The run's settings (``tune`` and ``log_likelihood`` are read).
     returned : Returned
         The graph that made ``values``.
     values : sequence of arrays
@@ -100,16 +102,8 @@ def answer(
         The per-draw statistics, by PyMC's names.
     seconds : dict of str to float
         The compile and sample times.
-    convergence : dict, optional
+    convergence : Convergence, optional
         For a run sampled to a target, why it stopped and what it reached.
-
-    Returns
-    -------
-    dict
-        ``posterior``, ``sample_stats`` and ``log_likelihood`` (or None): dicts
-        of numpy arrays; ``attrs``: PyMC's posterior attributes; ``seconds``:
-        compile, sample and postprocess times; ``device``: the JAX device;
-        ``convergence``: as given.
     """
     start = time.perf_counter()
     kept = returned.kept
@@ -118,18 +112,17 @@ def answer(
     log_likelihood = {
         rv.name: value for rv, value in zip(returned.observed, values[len(kept) :], strict=True)
     }
-    sample_stats = {name: np.asarray(value) for name, value in sample_stats.items()}
     seconds = {**seconds, "postprocess": time.perf_counter() - start}
     device = jax.devices()[0]
-    return {
-        "posterior": posterior,
-        "sample_stats": sample_stats,
-        "log_likelihood": log_likelihood if settings.log_likelihood else None,
-        "attrs": {
+    return Answer(
+        posterior=posterior,
+        sample_stats={name: np.asarray(value) for name, value in sample_stats.items()},
+        log_likelihood=log_likelihood if settings.log_likelihood else None,
+        attrs={
             "sampling_time": seconds["compile"] + seconds["sample"],
             "tuning_steps": settings.tune,
         },
-        "seconds": seconds,
-        "device": f"{device.platform}: {device.device_kind}",
-        "convergence": convergence,
-    }
+        seconds=seconds,
+        device=f"{device.platform}: {device.device_kind}",
+        convergence=convergence,
+    )

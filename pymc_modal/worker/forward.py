@@ -9,22 +9,21 @@ worker's device; the client wraps what they return as PyMC would.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from pymc_modal._compat import trace_of
-from pymc_modal.job import ForwardSettings
+from pymc_modal.job import ForwardAnswer, ForwardSettings
 
 __all__ = ["run"]
 
 
-def run(model, settings: ForwardSettings) -> dict[str, Any]:
+def run(model, settings: ForwardSettings) -> ForwardAnswer:
     """Compute ``settings.kind`` for ``model`` over the shipped posterior.
 
     Returns
     -------
-    dict
-        ``values``: what PyMC's function returns with ``settings.kwargs`` and
-        ``extend_inferencedata=False``; ``seconds``; ``device``.
+    ForwardAnswer
+        Its ``values`` are what PyMC's function returns with
+        ``settings.kwargs`` and ``extend_inferencedata=False``.
     """
     import jax
     import pymc as pm
@@ -43,8 +42,6 @@ def run(model, settings: ForwardSettings) -> dict[str, Any]:
         **settings.kwargs,
     )
     device = jax.devices()[0]
-    return {
-        "values": values,
-        "seconds": {"compute": time.perf_counter() - start},
-        "device": f"{device.platform}: {device.device_kind}",
-    }
+    return ForwardAnswer(
+        values, {"compute": time.perf_counter() - start}, f"{device.platform}: {device.device_kind}"
+    )

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 from numpyro.util import nested_attrgetter
 
-from pymc_modal.job import EXTRA_FIELDS, Returned, SampleSettings, returned
+from pymc_modal.job import EXTRA_FIELDS, Answer, Returned, SampleSettings, returned
 from pymc_modal.payload import Job
 from pymc_modal.worker import blocks
 from pymc_modal.worker.chains import initial_points
@@ -226,7 +226,7 @@ def _warm_sampler(model, settings: SampleSettings, fingerprint: str | None) -> S
     return _warm[1]
 
 
-def sample(job: Job, started: float | None = None) -> dict[str, Any]:
+def sample(job: Job, started: float | None = None) -> Answer:
     """Sample ``model`` with NumPyro NUTS as ``pm.sample(nuts_sampler="numpyro")`` would.
 
     Takes what every sampler's ``sample`` takes (:class:`pymc_modal.samplers.Sampler`).
@@ -236,7 +236,7 @@ def sample(job: Job, started: float | None = None) -> dict[str, Any]:
 
     Returns
     -------
-    dict
+    Answer
         As :func:`pymc_modal.worker.chains.answer` makes it.
     """
     model, settings = job.model, job.settings

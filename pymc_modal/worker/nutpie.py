@@ -23,13 +23,12 @@ import contextlib
 import itertools
 import os
 import threading
-from typing import Any
 
 import jax
 import numpy as np
 
 from pymc_modal.errors import WorkerMemoryError
-from pymc_modal.job import SampleSettings
+from pymc_modal.job import Answer, SampleSettings
 from pymc_modal.payload import Job
 from pymc_modal.samplers import SAMPLERS
 from pymc_modal.worker import blocks
@@ -158,7 +157,7 @@ def _finished(sampler) -> bool:
         return False
 
 
-def sample(job: Job, started: float | None = None) -> dict[str, Any]:
+def sample(job: Job, started: float | None = None) -> Answer:
     """Sample the job's model with nutpie's NUTS, as every sampler's ``sample`` does.
 
     See :class:`pymc_modal.samplers.Sampler`. nutpie compiles the model anew
