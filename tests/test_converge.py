@@ -127,6 +127,7 @@ def test_a_run_to_the_target_returns_every_block_and_how_close_its_forecast_came
     assert f"min bulk ESS {attrs['pymc_modal_min_ess_bulk']:.0f}, min tail ESS" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_capped_run_warns_naming_the_cap_and_so_does_its_stored_result(model, in_process):
     capped = {"draws": 30, "chains": 2, "target_ess": 50_000, "max_draws": 60, **QUICK}
     with pytest.warns(NotConvergedWarning, match=r"stopped at max_draws after 60 draws") as seen:

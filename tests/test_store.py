@@ -43,6 +43,7 @@ def test_refit_samples_again(model, runs_counted):
     assert attrs.STORED_AT not in again.attrs
 
 
+@pytest.mark.slow  # each change compiles another program
 @pytest.mark.parametrize(
     "change",
     [
