@@ -387,8 +387,9 @@ def finish(encoded: Encoded, deliveries: list[Delivery]):
     known = {**encoded.attrs, **attrs.seconds(encoded.seconds)}
     raw, made = _assemble(deliveries, known, planned.gpu, planned.price_per_second)
     idata = result.wrap(raw, planned.context, made)
-    total = time.perf_counter() - request.started
-    made.update(attrs.seconds({"return": time.perf_counter() - start, "total": total}))
+    now = time.perf_counter()
+    total = now - request.started
+    made.update(attrs.seconds({"return": now - start, "total": total}))
     idata.attrs.update(made)
     store.save(planned.key, [d.answer for d in deliveries], made)
     if not request.quiet:
