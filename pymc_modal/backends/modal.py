@@ -322,25 +322,25 @@ class _Detached:
     def __init__(self, record: dict[str, Any], folder: Path) -> None:
         self.record, self.folder, self.run = record, folder, RunPaths(folder)
 
+    def _answer(self, index: int, block: bool) -> bytes | None:
+        """Job ``index``'s answer, from the run's folder, else the results volume, else its call."""
+        path = self.run.answer(index)
+        if path.exists():
+            return path.read_bytes()
+        return _detached_answer(self.run.remote_answer(index), self.record["calls"][index], block)
+
     def answers(self) -> list[bytes] | None:
-        """Each answer, from the run's folder, else the results volume, else its call."""
+        """Each answer, read where it is and left there."""
         found = []
-        for index, call_id in enumerate(self.record["calls"]):
-            path = self.run.answer(index)
-            if path.exists():
-                found.append(path.read_bytes())
-                continue
-            answer = _detached_answer(self.run.remote_answer(index), call_id, wait=False)
+        for index in range(len(self.record["calls"])):
+            answer = self._answer(index, block=False)
             if answer is None:
                 return None
             found.append(answer)
         return found
 
     def wait(self, on_answer: OnAnswer = None, block: bool = True) -> list[Delivery] | None:
-        """Each answer, from the run's folder, else the results volume, else its call.
-
-        An answer found remotely is kept in the run's folder and then removed
-        from the results volume.
+        """Each answer; one found remotely is kept in the run's folder, then removed there.
 
         Raises
         ------
@@ -351,17 +351,16 @@ class _Detached:
         if block:
             _log.info("Waiting for run %s on Modal...", self.folder.name)
         deliveries = []
-        for index, call_id in enumerate(self.record["calls"]):
+        for index in range(len(self.record["calls"])):
+            answer = self._answer(index, block)
+            if answer is None:
+                return None
             path = self.run.answer(index)
             if not path.exists():
-                answer_name = self.run.remote_answer(index)
-                answer = _detached_answer(answer_name, call_id, block)
-                if answer is None:
-                    return None
                 write_atomically(path, answer)
                 with contextlib.suppress(FileNotFoundError):
-                    results_volume.remove_file(answer_name)
-            deliveries.append(Delivery(path.read_bytes(), {}, "Modal"))
+                    results_volume.remove_file(self.run.remote_answer(index))
+            deliveries.append(Delivery(answer, {}, "Modal"))
             if on_answer is not None:
                 on_answer(index, deliveries[-1])
         return deliveries
