@@ -1,4 +1,4 @@
-"""The command line: ``runs``, ``fetch RUN_ID``, ``doctor`` and ``clean``."""
+"""The command line: ``runs``, ``fetch RUN_ID``, ``stop RUN_ID``, ``doctor`` and ``clean``."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def _size(size: int) -> str:
 
 def _clean(dry_run: bool) -> None:
     """Prune every backend's caches, keeping what runs not yet fetched still need."""
-    keep, fetched = set(), set()
+    blobs, checkpoints, fetched = set(), set(), set()
     for folder in sorted(runs_dir().glob("*")):
         record = store.read_record(folder)
         if record is None:
@@ -48,7 +48,10 @@ def _clean(dry_run: bool) -> None:
         if RunPaths(folder).result.exists():
             fetched.add(folder.name)
         else:
-            keep.update(record.get("blobs", []))  # records older than `clean` have none
+            # Records older than `clean` have no blobs, older than checkpoints none of those.
+            blobs.update(record.get("blobs", []))
+            checkpoints.update(record.get("checkpoints", []))
+    keep = blobs | checkpoints
     total = 0
     for name in backends.NAMES:
         try:
@@ -59,7 +62,12 @@ def _clean(dry_run: bool) -> None:
         for where, size in freed.items():
             print(f"  {where:<36} {_size(size):>12}")
         total += sum(freed.values())
-    kept = f"; kept the data of {len(keep)} blob(s) that unfetched runs need" if keep else ""
+    kept = (
+        f"; kept the data of {len(blobs)} blob(s) and {len(checkpoints)} checkpoint(s) that "
+        "unfetched runs need"
+        if keep
+        else ""
+    )
     print(f"{'Would free' if dry_run else 'Freed'} {_size(total)}{kept}.")
 
 
@@ -70,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     fetch = commands.add_parser("fetch", help="wait for a run and save its result as netCDF")
     fetch.add_argument("run_id")
     fetch.add_argument("-o", "--output", default="result.nc", help="default: result.nc")
+    stop = commands.add_parser(
+        "stop", help="ask a detached run to end after its current block, keeping its draws"
+    )
+    stop.add_argument("run_id")
     doctor = commands.add_parser(
         "doctor", help="check Modal: credentials, image, a tiny run on the GPU, its cost"
     )
@@ -88,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(doctor(args.gpu)))
         elif args.command == "clean":
             _clean(args.dry_run)
+        elif args.command == "stop":
+            runs.Run(args.run_id).stop()
+            print(f"Asked run {args.run_id} to stop; fetch it for its draws.")
         else:
             runs.fetch(args.run_id)
             shutil.copyfile(RunPaths(runs_dir() / args.run_id).result, args.output)

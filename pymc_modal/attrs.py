@@ -13,10 +13,12 @@ from typing import Any
 from pymc_modal.job import Convergence
 
 __all__ = [
+    "ATTEMPTS",
     "BACKEND",
     "COST_USD",
     "DATA_BYTES",
     "DEVICE",
+    "ERROR",
     "GPU",
     "GPU_SECONDS",
     "PAYLOAD_BYTES",
@@ -24,6 +26,7 @@ __all__ = [
     "RETURNED_BYTES",
     "RUN_ID",
     "SECONDS",
+    "STOP_REASON",
     "STORED_AT",
     "UPLOADED_BYTES",
     "WHERE",
@@ -46,6 +49,11 @@ GPU = "pymc_modal_gpu"
 GPU_SECONDS = "pymc_modal_gpu_seconds"
 COST_USD = "pymc_modal_cost_usd"
 RUN_ID = "pymc_modal_run_id"
+# Why the run stopped (see `pymc_modal.job.Answer.stop_reason`), what failed if a block
+# did, and the attempts it took.
+STOP_REASON = "pymc_modal_stop_reason"
+ERROR = "pymc_modal_error"
+ATTEMPTS = "pymc_modal_attempts"
 # When a result returned from the store was first made.
 STORED_AT = "pymc_modal_stored_at"
 # The prefix of each phase's seconds, e.g. ``pymc_modal_seconds_sample``.
@@ -68,7 +76,7 @@ def of_convergence(record: Convergence | None) -> dict[str, Any]:
 
 def convergence(attrs: dict[str, Any]) -> Convergence | None:
     """The convergence record a result's attrs hold, or None."""
-    if f"{_CONVERGENCE}stop_reason" not in attrs:
+    if f"{_CONVERGENCE}blocks" not in attrs:
         return None
     return Convergence(
         **{

@@ -12,12 +12,14 @@ __all__ = [
     "InvalidOptionError",
     "JaxConversionError",
     "MissingCredentialsError",
+    "NoDrawsError",
     "NoFreeVariablesError",
     "NotConvergedWarning",
     "PayloadError",
     "PymcModalError",
     "ResultTooLargeError",
     "RunNotFoundError",
+    "RunTimeoutError",
     "UnknownVarNamesError",
     "UnsupportedArgumentError",
     "VersionMismatchError",
@@ -90,5 +92,16 @@ class RunNotFoundError(PymcModalError, LookupError):
     """No detached run with that id is recorded on this machine."""
 
 
+class RunTimeoutError(PymcModalError, TimeoutError):
+    """A worker was stopped at its timeout, on every attempt it was given."""
+
+
+class NoDrawsError(PymcModalError, RuntimeError):
+    """A run ended before its first draw (its attempt's time ran out, or it was stopped)."""
+
+
 class NotConvergedWarning(UserWarning):
-    """A run sampled to ``target_ess`` stopped at a cap before reaching it."""
+    """A run stopped short of what it was asked: a target run at a cap, or any run ended early.
+
+    Its draws so far are returned.
+    """

@@ -19,7 +19,7 @@ import numpy as np
 
 from pymc_modal.convergence import diagnose
 from pymc_modal.errors import InvalidOptionError
-from pymc_modal.job import Answer, Convergence, SampleSettings
+from pymc_modal.job import ENDED_EARLY, Answer, Convergence, SampleSettings
 
 _log = logging.getLogger("pymc_modal")
 
@@ -130,7 +130,22 @@ def merge(answers: list[Answer]) -> Answer:
         },
         device=", ".join(dict.fromkeys(answer.device for answer in answers)),
         convergence=_joined_convergence(answers, posterior, draws),
+        stop_reason=_joined_reason([answer.stop_reason for answer in answers]),
+        error=next((answer.error for answer in answers if answer.error), None),
+        attempts=max(answer.attempts for answer in answers),
+        # Billed for each worker's attempts.
+        earlier_seconds=sum(answer.earlier_seconds for answer in answers),
     )
+
+
+def _joined_reason(reasons: list[str | None]) -> str | None:
+    """Why the joined run stopped: the first worker's that ended early, else the first cap
+    any worker stopped at, else the target or None as every worker's."""
+    for ended in (ENDED_EARLY, ("max_draws", "max_seconds", "max_cost")):
+        found = [reason for reason in reasons if reason in ended]
+        if found:
+            return found[0]
+    return reasons[0]
 
 
 def _first(arrays: dict[str, np.ndarray] | None, draws: int) -> dict[str, np.ndarray] | None:
@@ -142,19 +157,17 @@ def _joined_convergence(
 ) -> Convergence | None:
     """The workers' convergence records as one.
 
-    The figures are the joined chains'; the stop reason is the first cap any
-    worker stopped at, if one did; the forecast is the slowest worker's, its
-    cost all of theirs; the first forecast's accuracy is the first worker's.
+    The figures are the joined chains'; the forecast is the slowest
+    worker's, its cost all of theirs; the first forecast's accuracy is the
+    first worker's.
     """
     records = [answer.convergence for answer in answers]
     if records[0] is None:
         return None
     found = diagnose(posterior)
-    capped = [record.stop_reason for record in records if record.stop_reason != "target"]
     costs = [record.forecast_cost_usd for record in records]
     return dataclasses.replace(
         records[0],
-        stop_reason=capped[0] if capped else "target",
         blocks=max(record.blocks for record in records),
         draws=draws,
         target_ess=sum(record.target_ess for record in records),

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = [
+    "ENDED_EARLY",
     "EXTRA_FIELDS",
     "FLOAT64_TRUNCATION",
     "Answer",
@@ -20,6 +21,7 @@ __all__ = [
     "ForwardSettings",
     "Returned",
     "SampleSettings",
+    "chain_settings",
     "kept_variables",
     "returned",
 ]
@@ -83,6 +85,27 @@ class SampleSettings:
     max_seconds: float | None = None
     max_cost: float | None = None
     price_per_second: float | None = None
+
+
+# Why a run ended before it drew what it was asked for: its attempt's time ran out, it
+# was stopped, or a block failed. Such a run returns the draws it has and keeps its
+# checkpoint.
+ENDED_EARLY = ("deadline", "stopped", "error")
+# Settings that decide only when a run stops, not what it draws: runs that differ in
+# nothing else draw the same chains, so one can go on from the other's checkpoint.
+_STOPPING = {
+    "progressbar": False,
+    "target_ess": None,
+    "max_rhat": 1.01,
+    "max_seconds": None,
+    "max_cost": None,
+    "price_per_second": None,
+}
+
+
+def chain_settings(settings: SampleSettings) -> SampleSettings:
+    """``settings`` without what decides only when the run stops: what its chains depend on."""
+    return dataclasses.replace(settings, **_STOPPING)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,6 +194,19 @@ class Answer:
         The JAX device, e.g. ``"gpu: NVIDIA H100 80GB HBM3"``.
     convergence : Convergence, optional
         For a run sampled to a target.
+    stop_reason : str, optional
+        Why the run stopped: for a run sampled to a target, ``"target"`` or
+        the cap it reached (``"max_draws"``, ``"max_seconds"``,
+        ``"max_cost"``); for any run, one of :data:`ENDED_EARLY` if it ended
+        before that; None for a run that drew all its ``draws``.
+    error : str, optional
+        For ``stop_reason="error"``: the exception that ended it, with its traceback.
+    attempts : int
+        The attempts the run took: one, plus one for each time it went on
+        from its checkpoint.
+    earlier_seconds : float
+        The worker's seconds in the attempts before this one, up to their
+        last checkpoint.
     """
 
     posterior: dict[str, Any]
@@ -180,6 +216,10 @@ class Answer:
     seconds: dict[str, float]
     device: str
     convergence: Convergence | None = None
+    stop_reason: str | None = None
+    error: str | None = None
+    attempts: int = 1
+    earlier_seconds: float = 0.0
 
     @property
     def draws(self) -> int:
@@ -208,11 +248,12 @@ class ForwardAnswer:
 
 @dataclasses.dataclass(frozen=True)
 class Convergence:
-    """Why a run sampled to a target stopped, what it reached, and what more was forecast.
+    """What a run sampled to a target reached, and what more was forecast.
+
+    Why it stopped is the answer's ``stop_reason``.
 
     Attributes
     ----------
-    stop_reason : {"target", "max_draws", "max_seconds", "max_cost"}
     blocks, draws : int
         Blocks drawn, and draws per chain.
     target_ess : int
@@ -232,8 +273,7 @@ class Convergence:
         took, where the run reached it after a forecast.
     """
 
-    # Why it stopped, and where.
-    stop_reason: str
+    # Where it stopped.
     blocks: int
     draws: int
     # What it aimed at, and what it reached.

@@ -16,10 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = [
+    "CHECKPOINTS",
+    "CheckpointPaths",
     "RunPaths",
     "blob_dir",
     "blob_path",
     "cache_dir",
+    "checkpoints_dir",
     "compilation_cache_dir",
     "results_dir",
     "runs_dir",
@@ -49,6 +52,15 @@ def runs_dir() -> Path:
 def blob_dir() -> Path:
     """This machine's store of data blobs; delete it to free the space, a run stores them again."""
     return cache_dir() / "blobs"
+
+
+# The folder of checkpoints, in this machine's cache folder and on Modal's results volume.
+CHECKPOINTS = "checkpoints"
+
+
+def checkpoints_dir() -> Path:
+    """This machine's checkpoints of runs, each in a folder named by its chains (see ``store``)."""
+    return cache_dir() / CHECKPOINTS
 
 
 def compilation_cache_dir() -> Path:
@@ -117,6 +129,37 @@ class RunPaths:
     def remote_answer(self, index: int) -> str:
         """The name worker ``index``'s answer is kept under on Modal's results volume."""
         return f"{self.folder.name}-{index}"
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointPaths:
+    """The files of one run's checkpoint.
+
+    Attributes
+    ----------
+    folder : Path
+        The checkpoint's folder, named by the run's chains.
+    state : Path
+        The sampler's state and the run's progress, replaced at each save.
+    stop : Path
+        Written by the client to ask the run to end after its current block.
+    """
+
+    folder: Path
+    state: Path = dataclasses.field(init=False)
+    stop: Path = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", self.folder / "state")
+        object.__setattr__(self, "stop", self.folder / "stop")
+
+    def draws(self, start: int, stop: int) -> Path:
+        """The draws ``start`` to ``stop`` of every chain, written once."""
+        return self.folder / f"draws-{start}-{stop}"
+
+    def every_draws(self) -> list[Path]:
+        """Every file of draws in the folder."""
+        return sorted(self.folder.glob("draws-*"))
 
 
 @contextlib.contextmanager

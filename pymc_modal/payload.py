@@ -46,6 +46,7 @@ __all__ = [
     "encode_failure",
     "encode_job",
     "encode_result",
+    "job_checkpoint",
     "manifest",
     "python_version",
 ]
@@ -90,15 +91,22 @@ class Job:
 
     ``fingerprint`` is the client's :attr:`pymc_modal.preflight.Checked.fingerprint`
     of the model, if it sent one: equal fingerprints mean an equal log density.
+    ``checkpoint`` names the run's checkpoint, if it keeps one.
     """
 
     def __init__(
-        self, model, settings, jax_conversions: list[tuple[type, Any]], fingerprint: str | None
+        self,
+        model,
+        settings,
+        jax_conversions: list[tuple[type, Any]],
+        fingerprint: str | None,
+        checkpoint: str | None = None,
     ) -> None:
         self.model = model
         self.settings = settings
         self.jax_conversions = jax_conversions
         self.fingerprint = fingerprint
+        self.checkpoint = checkpoint
 
 
 @functools.cache
@@ -216,6 +224,7 @@ def encode_job(
     fingerprint: str | None = None,
     *,
     with_coords: bool = False,
+    checkpoint: str | None = None,
 ) -> bytes:
     """Serialize a model and its settings, shipping the user's own modules by value.
 
@@ -237,6 +246,8 @@ def encode_job(
         lets a warm worker reuse what it compiled for an equal model.
     with_coords : bool, default False
         Ship the coords' values too, for work that labels its output on the worker.
+    checkpoint : str, optional
+        The name of the run's checkpoint (:func:`pymc_modal.store.checkpoint_names`).
 
     Raises
     ------
@@ -278,6 +289,7 @@ def encode_job(
         "manifest": manifest(),
         "blobs": sorted(collected),
         "fingerprint": fingerprint,
+        "checkpoint": checkpoint,
     }
     return _pack(header, body)
 
@@ -324,6 +336,7 @@ def decode_job(data: bytes, blob_dir: str | os.PathLike | None = None) -> Job:
         contents["settings"],
         contents["jax_conversions"],
         header.get("fingerprint"),
+        header.get("checkpoint"),
     )
 
 
@@ -347,6 +360,12 @@ def encode_failure(exc: BaseException) -> bytes:
         "traceback": remote_traceback,
     }
     return _pack(header, pickled)
+
+
+def job_checkpoint(data: bytes) -> str | None:
+    """The name of the checkpoint a job keeps, read from its header; None if it keeps none."""
+    header, _ = _unpack(data)
+    return header.get("checkpoint")
 
 
 def answer_status(data: bytes) -> str:

@@ -39,7 +39,7 @@ from pymc_modal.backends import Backend, Delivery
 from pymc_modal.config import Options
 from pymc_modal.convergence import format_seconds
 from pymc_modal.errors import InvalidOptionError, NotConvergedWarning, WorkerError
-from pymc_modal.job import Answer, Convergence, ForwardSettings, SampleSettings
+from pymc_modal.job import ENDED_EARLY, Answer, Convergence, ForwardSettings, SampleSettings
 
 __all__ = [
     "Encoded",
@@ -54,7 +54,7 @@ __all__ = [
     "run",
     "stored",
     "submit_and_wait",
-    "warn_if_capped",
+    "warn_if_short",
 ]
 
 _log = logging.getLogger("pymc_modal")
@@ -114,6 +114,8 @@ class Plan:
         What preflight learnt of a sampling call.
     key : str, optional
         The key of a sampling call's stored result.
+    checkpoints : tuple of str
+        The name of each worker's checkpoint, for a sampling call.
     context : dict, optional
         What wrapping a sampling call's result takes from the model.
     seconds : dict
@@ -129,6 +131,7 @@ class Plan:
     shares: tuple[SampleSettings | ForwardSettings, ...]
     checked: preflight.Checked | None = None
     key: str | None = None
+    checkpoints: tuple[str, ...] = ()
     context: dict[str, Any] | None = None
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
@@ -192,6 +195,7 @@ def plan(request: Request) -> Plan:
         shares,
         checked=checked,
         key=store.key(checked.fingerprint, shares, where),
+        checkpoints=store.checkpoint_names(checked.fingerprint, shares),
         context=result.context(request.model, request.idata_kwargs),
         seconds={"preflight": time.perf_counter() - start},
     )
@@ -276,9 +280,12 @@ def encode(planned: Plan) -> Encoded:
     # Forward work labels its output on the worker, with the coords' values.
     with_coords = isinstance(planned.settings, ForwardSettings)
     model = planned.request.model
+    names = planned.checkpoints or (None,) * len(planned.shares)
     jobs = tuple(
-        payload.encode_job(model, share, blobs, fingerprint, with_coords=with_coords)
-        for share in planned.shares
+        payload.encode_job(
+            model, share, blobs, fingerprint, with_coords=with_coords, checkpoint=name
+        )
+        for share, name in zip(planned.shares, names, strict=True)
     )
     seconds = {**planned.seconds, "serialize": time.perf_counter() - start}
 
@@ -336,7 +343,7 @@ def submit_and_wait(
 
 
 def _cost(gpu: str | None, price_per_second: float | None, gpu_seconds: float) -> dict[str, Any]:
-    """The estimated charge: the billed GPU's seconds at the planned price."""
+    """The estimated charge: the billed GPU's seconds (every attempt's) at the planned price."""
     if gpu is None:
         return {attrs.COST_USD: 0.0}
     return {
@@ -369,14 +376,17 @@ def _assemble(
         pairs = zip(walls, worked, strict=True)
         seconds["start"] = max(max(0.0, wall - own) for wall, own in pairs)
     seconds.update(raw.seconds)
+    ended = {attrs.STOP_REASON: raw.stop_reason, attrs.ERROR: raw.error}
     return raw, {
         **known,
         attrs.DEVICE: raw.device,
         attrs.WORKERS: len(deliveries),
         attrs.RETURNED_BYTES: sum(len(d.answer) for d in deliveries),
-        **_cost(gpu, price_per_second, sum(walls)),
+        attrs.ATTEMPTS: raw.attempts,
+        **_cost(gpu, price_per_second, sum(walls) + raw.earlier_seconds),
         **attrs.seconds(seconds),
         **attrs.of_convergence(raw.convergence),
+        **{name: value for name, value in ended.items() if value is not None},
     }
 
 
@@ -419,33 +429,56 @@ def _reached(record: Convergence | None) -> str:
     )
 
 
-def warn_if_capped(result_attrs: dict[str, Any], stacklevel: int) -> None:
-    """Warn, naming the cap, if a run sampled to a target stopped short of it.
+def _ended_early(reason: str, result_attrs: dict[str, Any], draws: int) -> str:
+    """What a warning says of a run that ended early."""
+    why = {
+        "deadline": "its attempt's time was running out (allow more with "
+        "pymc_modal.gpu(timeout=SECONDS))",
+        "stopped": "it was asked to stop",
+    }.get(reason)
+    if why is None:
+        failed = result_attrs.get(attrs.ERROR, "").strip().splitlines() or ["an exception"]
+        why = f"a block failed with {failed[-1]} (its traceback is in attrs[{attrs.ERROR!r}])"
+    lost = [name for name, entry in samplers.SAMPLERS.items() if not entry.checkpoints]
+    return (
+        f"Sampling ended early ({reason}) after {draws:,} draws per chain, because {why}. "
+        "The draws so far are returned; calling again with the same arguments goes on from "
+        f"its checkpoint ({', '.join(map(repr, lost))} starts over)."
+    )
+
+
+def warn_if_short(idata, stacklevel: int) -> None:
+    """Warn if a run stopped short: any run that ended early, or a target run at a cap.
 
     ``stacklevel`` is ``warnings.warn``'s, counted from the caller.
     """
-    record = attrs.convergence(result_attrs)
-    if record is None or record.stop_reason == "target":
+    result_attrs = idata.attrs
+    reason = result_attrs.get(attrs.STOP_REASON)
+    if reason is None or reason == "target":
         return
-    forecast = f"~{record.forecast_draws:,} more draws per chain, " + format_seconds(
-        record.forecast_seconds
-    )
-    if record.forecast_cost_usd is not None:
-        forecast += f", about ${record.forecast_cost_usd:.2f}"
-    warnings.warn(
-        f"Sampling stopped at {record.stop_reason} after {record.draws:,} draws per chain "
-        f"({record.blocks} blocks), short of target_ess={record.target_ess} with "
-        f"max_rhat={record.max_rhat_target}{_reached(record)}. Reaching it was forecast to "
-        f"take {forecast}. The draws are returned; to go on, sample again with a larger cap "
-        "(max_draws is bounded by pymc_modal.options(max_result_bytes=...) unless given).",
-        NotConvergedWarning,
-        stacklevel=stacklevel + 1,
-    )
+    if reason in ENDED_EARLY:
+        message = _ended_early(reason, result_attrs, idata["posterior"].sizes["draw"])
+    else:
+        record = attrs.convergence(result_attrs)
+        forecast = f"~{record.forecast_draws:,} more draws per chain, " + format_seconds(
+            record.forecast_seconds
+        )
+        if record.forecast_cost_usd is not None:
+            forecast += f", about ${record.forecast_cost_usd:.2f}"
+        message = (
+            f"Sampling stopped at {reason} after {record.draws:,} draws per chain "
+            f"({record.blocks} blocks), short of target_ess={record.target_ess} with "
+            f"max_rhat={record.max_rhat_target}{_reached(record)}. Reaching it was forecast to "
+            f"take {forecast}. The draws are returned; to go on, sample again with a larger cap "
+            "(max_draws is bounded by pymc_modal.options(max_result_bytes=...) unless given): "
+            "it goes on from this run's checkpoint."
+        )
+    warnings.warn(message, NotConvergedWarning, stacklevel=stacklevel + 1)
 
 
 def _checked(request: Request, idata):
     """Warn about R-hat, ESS and divergences as ``pm.sample`` does; return ``idata``."""
-    warn_if_capped(idata.attrs, stacklevel=5)  # sample -> run -> finish or stored -> here
+    warn_if_short(idata, stacklevel=5)  # sample -> run -> finish or stored -> here
     if request.convergence_checks:
         from pymc.stats.convergence import log_warnings, run_convergence_checks
 
@@ -470,6 +503,8 @@ def detach(encoded: Encoded) -> str:
             "price_per_second": planned.price_per_second,
             # What `python -m pymc_modal clean` must keep until the run is fetched.
             "blobs": list(encoded.blobs),
+            # What `Run.stop` asks to stop.
+            "checkpoints": list(planned.checkpoints),
             "attrs": {**encoded.attrs, **attrs.seconds(encoded.seconds)},
             **submission.record,
         }

@@ -50,6 +50,17 @@ class Run:
             return "running"
         return "done" if all(payload.answer_status(a) == "ok" for a in answers) else "failed"
 
+    def stop(self) -> None:
+        """Ask the run to end after its current block; :meth:`result` then returns its draws.
+
+        The run's stop reason is then ``"stopped"``; a run stopped during
+        warm-up raises :class:`pymc_modal.errors.NoDrawsError` when fetched,
+        its checkpoint kept. Asking a run that has ended changes nothing.
+        """
+        if self.status() == "running":
+            record = self.record
+            backends.get(record["backend"]).stop(record.get("checkpoints", []))
+
     def result(self, wait: bool = True):
         """The run's result; see :func:`fetch`."""
         return fetch(self.id, wait=wait)
@@ -98,7 +109,7 @@ def fetch(run_id: str, wait: bool = True):
     if not path.exists():
         pipeline.finish_run(run.folder, wait)
     result = open_netcdf(path)
-    pipeline.warn_if_capped(result.attrs, stacklevel=2)
+    pipeline.warn_if_short(result, stacklevel=2)
     return result
 
 

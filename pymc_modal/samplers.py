@@ -66,12 +66,12 @@ class Sampler:
         Its name for ``sampler=``.
     module : str
         The module of :mod:`pymc_modal.worker` that runs it, with a function
-        ``sample(job, started=None)``: a :class:`pymc_modal.payload.Job`
+        ``sample(job, attempt=None)``: a :class:`pymc_modal.payload.Job`
         (model, settings, and the client's fingerprint of the model, under
         which the sampler may keep what it compiled for the next job) and
-        when the worker took it (:func:`pymc_modal.worker.blocks.run`'s
-        ``started``), returning the answer :func:`pymc_modal.worker.chains.answer`
-        makes, with PyMC's sample-stat names.
+        the :class:`pymc_modal.worker.checkpoint.Attempt` it runs in, handing
+        its chains to :func:`pymc_modal.worker.blocks.run` and returning its
+        answer, with PyMC's sample-stat names.
     options : callable
         The names of its own options (``nuts=``'s keys other than
         ``jitter``, ``keep_untransformed`` and ``chain_method``).
@@ -88,6 +88,10 @@ class Sampler:
         With ``target_ess`` and no ``max_draws``, stop after this many blocks
         (the sampler reserves memory for every draw it may draw); None: only
         the result's size bounds the draws.
+    checkpoints : bool
+        Its chains' state can be saved and gone on from, so an attempt
+        resumes where an earlier one left off; otherwise a restart begins
+        again (deadlines, stops and partial results work all the same).
     """
 
     name: str
@@ -98,6 +102,7 @@ class Sampler:
     ensemble: bool = False
     memory_follows_var_names: bool = True
     most_blocks: int | None = None
+    checkpoints: bool = True
 
     def check_options(self, given: dict[str, object], chains: int, also: Iterable[str]) -> None:
         """Refuse options this sampler does not take, or values it cannot use.
@@ -172,6 +177,8 @@ SAMPLERS = {
             # bytes per parameter per draw per chain (it could not reserve 4 x 10**6 draws
             # of 42,042), and cannot draw more later.
             most_blocks=10,
+            # Its chains live in Rust threads whose adapted state it does not hand out.
+            checkpoints=False,
         ),
         Sampler(
             "chees",

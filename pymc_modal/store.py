@@ -36,7 +36,7 @@ import numpy as np
 
 from pymc_modal import attrs as result_attrs
 from pymc_modal import payload
-from pymc_modal.job import SampleSettings
+from pymc_modal.job import ENDED_EARLY, SampleSettings, chain_settings
 from pymc_modal.paths import (
     RunPaths,
     results_dir,
@@ -46,6 +46,7 @@ from pymc_modal.paths import (
 )
 
 __all__ = [
+    "checkpoint_names",
     "key",
     "load",
     "new_run_folder",
@@ -91,6 +92,21 @@ def key(fingerprint: str, shares: Sequence[SampleSettings], where: str) -> str:
     return hashlib.sha256(json.dumps(described).encode()).hexdigest()
 
 
+def checkpoint_names(fingerprint: str, shares: Sequence[SampleSettings]) -> tuple[str, ...]:
+    """The name of each worker's checkpoint: the SHA-256 of what its chains depend on.
+
+    Calls that differ only in when they stop (``target_ess``, the caps, the
+    timeout) or where they run share their chains, so one goes on from the
+    other's checkpoint.
+    """
+    chains = [chain_settings(share) for share in shares]
+    described = [
+        [fingerprint, _canonical({f.name: getattr(c, f.name) for f in FIELDS}), payload.manifest()]
+        for c in chains
+    ]
+    return tuple(hashlib.sha256(json.dumps(d).encode()).hexdigest() for d in described)
+
+
 def load(call_key: str) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
     """The stored answers (decoded) and attrs under ``call_key``, or None if there are none.
 
@@ -128,12 +144,16 @@ def _remove(folder: Path) -> None:
 
 
 def save(call_key: str, answers: Sequence[bytes], attrs: dict[str, Any]) -> None:
-    """Store a call's answers and attrs under ``call_key``, unless any answer is a failure.
+    """Store a call's answers and attrs under ``call_key``, unless it failed or ended early.
 
-    The entry is written beside its place and moved there whole, replacing
-    any entry under the same key (what ``refit=True`` sampled anew).
+    A run that ended early (its deadline, a stop, a failed block) is left to
+    its checkpoint, from which the same call goes on. The entry is written
+    beside its place and moved there whole, replacing any entry under the
+    same key (what ``refit=True`` sampled anew).
     """
     if any(payload.answer_status(answer) != "ok" for answer in answers):
+        return
+    if attrs.get(result_attrs.STOP_REASON) in ENDED_EARLY:
         return
     folder = results_dir() / call_key
     folder.parent.mkdir(parents=True, exist_ok=True)

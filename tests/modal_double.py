@@ -21,8 +21,11 @@ Settings a test may change: ``gpu`` (False: JAX in a container reports its
 CPU, as when the CUDA plugin fails to load), ``failing_commits`` (volume
 names whose container commits raise), ``hold`` (spawned calls stay pending
 until waited on without a timeout), ``call_error`` (the next calls end with
-this Modal exception, as if their container died) and ``interrupt_spawn``
-(a Ctrl-C during that spawn, counting from 0).
+this Modal exception, as if their container died), ``interrupt_spawn``
+(a Ctrl-C during that spawn, counting from 0) and ``preempt_after_commits``
+(the next container started is preempted just after that many commits of
+the results volume; as on Modal, its input is restarted in a new container,
+which ``restarts`` records).
 """
 
 from __future__ import annotations
@@ -108,7 +111,9 @@ class Container:
             "volumes": volumes,
             "gpu": server.gpu,
             "failing_commits": sorted(server.failing_commits),
+            "preempt_after_commits": server.preempt_after_commits,
         }
+        server.preempt_after_commits = None
         ours, theirs = socket.socketpair()
         self.process = subprocess.Popen(
             [sys.executable, str(CONTAINER), json.dumps(config), str(theirs.fileno())],
@@ -174,6 +179,8 @@ class Server:
         self.gpu, self.failing_commits, self.hold = True, set(), False
         self.call_error: Exception | None = None
         self.interrupt_spawn: int | None = None
+        self.preempt_after_commits: int | None = None
+        self.restarts: list[tuple] = []
         self._patch(monkeypatch)
 
     # The server's record of what happened, for assertions.
@@ -212,7 +219,21 @@ class Server:
             error = self.call_error
             return lambda: ("error", error)
         container = self._container(function)
-        return lambda: container.call(args)
+
+        def run():
+            nonlocal container
+            while True:
+                try:
+                    return container.call(args)
+                except EOFError:  # preempted: Modal restarts the input in a new container
+                    container.stop()
+                    for pool in self.pools.values():
+                        if container in pool:
+                            pool.remove(container)
+                    self.restarts.append(args)
+                    container = self._container(function)
+
+        return run
 
     def _patch(self, monkeypatch) -> None:
         server = self
@@ -268,12 +289,12 @@ class Server:
             server.calls[call.object_id] = call
             return call
 
-        def map_(function, inputs, **kwargs):
+        def map_(function, *inputs, **kwargs):
             assert not kwargs
-            jobs = list(inputs)
-            server.mapped.append(jobs)
-            for job in jobs:
-                kind, value = server._outcome(_raw(function), (job,))()
+            calls = list(zip(*inputs, strict=True))
+            server.mapped.append([args[0] for args in calls])
+            for args in calls:
+                kind, value = server._outcome(_raw(function), args)()
                 if kind == "error":
                     raise value
                 yield value

@@ -80,7 +80,7 @@ def test_a_cap_stops_before_a_block_that_would_pass_it(settings, capsys, cap, re
     assert second.startswith("draws 100: ") and second.endswith(f"stopped by {reason}")
     assert ("~$" in second) == ("max_cost" in cap)
     record = watch.record()
-    assert (record.stop_reason, record.blocks, record.draws) == (name, 2, 100)
+    assert (watch.reason, record.blocks, record.draws) == (name, 2, 100)
     assert (record.forecast_cost_usd is not None) == ("max_cost" in cap)
     assert record.forecast_draws > 0 and record.first_forecast_seconds > 0
 
@@ -191,7 +191,6 @@ def test_workers_aim_at_their_share_and_the_result_keeps_what_all_have(settings)
 
     def answer(chains, draws, reason):
         record = Convergence(
-            stop_reason=reason,
             blocks=draws // 10,
             draws=draws,
             target_ess=50_000 * chains,
@@ -210,6 +209,7 @@ def test_workers_aim_at_their_share_and_the_result_keeps_what_all_have(settings)
             seconds={"sample": 1.0},
             device="cpu",
             convergence=record,
+            stop_reason=reason,
         )
 
     first, second = answer(2, 40, "target"), answer(1, 30, "max_seconds")
@@ -217,6 +217,6 @@ def test_workers_aim_at_their_share_and_the_result_keeps_what_all_have(settings)
     assert merged.posterior["mu"].shape == (3, 30)
     np.testing.assert_array_equal(merged.posterior["mu"][:2], first.posterior["mu"][:, :30])
     record = merged.convergence
-    assert (record.stop_reason, record.draws, record.blocks) == ("max_seconds", 30, 4)
+    assert (merged.stop_reason, record.draws, record.blocks) == ("max_seconds", 30, 4)
     assert record.target_ess == 150_000
     assert record.min_ess_bulk == diagnose(merged.posterior).min_bulk

@@ -38,9 +38,10 @@ def test_doctor_without_credentials_says_how_to_set_them(capsys):
     assert "modal setup" in capsys.readouterr().err
 
 
-def _run_folder(blobs, fetched):
+def _run_folder(blobs, fetched, checkpoints=()):
     folder = store.new_run_folder()
-    store.write_run(folder, {"id": folder.name, "blobs": blobs}, {})
+    record = {"id": folder.name, "blobs": blobs, "checkpoints": list(checkpoints)}
+    store.write_run(folder, record, {})
     if fetched:
         paths.RunPaths(folder).result.write_bytes(b"netcdf")
     return folder.name
@@ -61,25 +62,32 @@ def test_clean_keeps_what_unfetched_runs_need_and_says_what_it_freed(
     MODAL.store_blobs(blobs)
     (compilation_cache_dir() / "jit_program").write_bytes(b"p" * 500_000)
     (modal_server.volume("pymc-modal-jax-cache") / "jit_program").write_bytes(b"p" * 700_000)
-    waiting = _run_folder([KEPT], fetched=False)
-    done = _run_folder([DROPPED], fetched=True)
+    waiting = _run_folder([KEPT], fetched=False, checkpoints=["kept"])
+    done = _run_folder([DROPPED], fetched=True, checkpoints=["dropped"])
     results = modal_server.volume("pymc-modal-results")
     for run_id in (waiting, done):
         (results / f"{run_id}-0").write_bytes(b"a" * 100_000)
+    for root in (paths.checkpoints_dir(), results / paths.CHECKPOINTS):
+        for name in ("kept", "dropped"):
+            (root / name).mkdir(parents=True)
+            (root / name / "state").write_bytes(b"s" * 200_000)
 
     assert cli.main(["clean", "--dry-run"]) == 0
-    # Here 5.0 MB of blobs and 0.5 MB of programs; on Modal 5.0, 0.7 and a fetched answer, 0.1.
-    assert "Would free 11.3 MB" in capsys.readouterr().out
+    # Here 5.0 MB of blobs, 0.5 MB of programs and a checkpoint, 0.2; on Modal 5.0, 0.7, a
+    # fetched answer, 0.1, and a checkpoint, 0.2.
+    assert "Would free 11.7 MB" in capsys.readouterr().out
     assert len(list(modal_server.volume("pymc-modal-data").rglob("*/*"))) == 3
 
     assert cli.main(["clean"]) == 0
     out = capsys.readouterr().out
-    assert "Freed" in out and "kept the data of 1 blob(s)" in out
+    assert "Freed" in out and "kept the data of 1 blob(s) and 1 checkpoint(s)" in out
     for folder in (blob_dir(), modal_server.volume("pymc-modal-data")):
         assert [path.name for path in folder.rglob("*/*")] == [KEPT]
     assert list(compilation_cache_dir().iterdir()) == []
     assert list(modal_server.volume("pymc-modal-jax-cache").iterdir()) == []
-    assert [path.name for path in results.iterdir()] == [f"{waiting}-0"]
+    assert sorted(path.name for path in results.iterdir()) == [f"{waiting}-0", "checkpoints"]
+    for root in (paths.checkpoints_dir(), results / paths.CHECKPOINTS):
+        assert [path.parent.name for path in root.rglob("state")] == ["kept"]
 
 
 def test_clean_without_modal_credentials_cleans_this_machine(capsys, own_compilation_cache):

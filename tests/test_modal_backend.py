@@ -27,7 +27,7 @@ from pymc_modal.errors import (
     InvalidOptionError,
     MissingCredentialsError,
     PayloadError,
-    PymcModalError,
+    RunTimeoutError,
     VersionMismatchError,
     WorkerError,
 )
@@ -54,7 +54,8 @@ def test_modal_run_returns_what_the_local_backend_returns(modal_server, model):
     on_modal = pymc_modal.sample(model=model, backend="modal", **TINY)
     local = pymc_modal.sample(model=model, backend="local", **TINY)
 
-    assert [type(arg) for arg in modal_server.spawned[0]] == [bytes]
+    job, answer_name, timeout, submitted = modal_server.spawned[0]
+    assert (type(job), answer_name, timeout, type(submitted)) == (bytes, None, 7200, float)
     (app,) = modal_server.started_apps
     assert app["description"] == "pymc-modal" and not app["detached"]
     assert modal_server.options == [DEFAULT_OPTIONS]
@@ -168,17 +169,20 @@ def test_detached_run_on_modal_is_fetched_from_the_results_volume(modal_server):
     (app,) = modal_server.started_apps
     assert app["detached"] and app["description"] == "pymc-modal-detached"
     published = modal_server.volume(RESULTS)
-    assert [path.name for path in published.iterdir()] == [f"{run.id}-0"]
+    # Its answer, and its checkpoint (stopped by a cap, with its draws).
+    answer_and_checkpoint = [f"{run.id}-0", "checkpoints"]
+    assert sorted(path.name for path in published.iterdir()) == answer_and_checkpoint
     kept = sorted(path.name for path in run.folder.iterdir())
     # Asking, printing and listing read the answer where it is, and leave it there.
     assert run.status() == "done" and run.id in repr(run)
     assert [found["status"] for found in pymc_modal.runs.list_runs()] == ["done"]
-    assert [path.name for path in published.iterdir()] == [f"{run.id}-0"]
+    assert sorted(path.name for path in published.iterdir()) == answer_and_checkpoint
     assert sorted(path.name for path in run.folder.iterdir()) == kept
 
     with pytest.warns(pymc_modal.errors.NotConvergedWarning, match="stopped at max_cost"):
         fetched = pymc_modal.fetch(run.id)
-    assert list(published.iterdir()) == []  # fetched: kept in the run's folder, removed there
+    # Fetched: the answer is kept in the run's folder and removed there.
+    assert [path.name for path in published.iterdir()] == ["checkpoints"]
     assert "fetched" in repr(run)
     assert fetched.posterior["x"].shape == (2, 20, 2)
     assert fetched.attrs["pymc_modal_where"] == "Modal A100"
@@ -272,7 +276,7 @@ def test_gpu_timeout_and_retries_from_the_context_manager(modal_server):
         {"gpu": "H100", "timeout": 600, "retries": 2, "scaledown_window": 60}
     ]
     assert delivery.where == "Modal H100"
-    assert modal_server.spawned == [(b"job",)]
+    assert [args[:3] for args in modal_server.spawned] == [(b"job", None, 600)]
 
 
 def test_gpu_keyword_and_environment_reach_the_call(modal_server, monkeypatch):
@@ -356,10 +360,13 @@ def test_remote_exception_keeps_its_traceback(modal_server, model, settings):
     assert "decode_job" in notes
 
 
-def test_ctrl_c_cancels_the_remote_call(modal_server):
+def test_a_first_ctrl_c_asks_the_run_to_stop_a_second_cancels_it(modal_server, settings):
+    job = payload.encode_job(_tiny_model(), settings, checkpoint="abc")
     modal_server.call_error = KeyboardInterrupt()
     with pytest.raises(KeyboardInterrupt):
-        _run([b"job"], resolve())
+        _run([job], resolve())
+    # The first asked the worker, through the results volume, to end after its block.
+    assert modal_server.uploaded == ["checkpoints/abc/stop"]
     (call,) = modal_server.calls.values()
     assert call.cancelled == [True]
     assert modal_server.started_apps[0]["stopped"]
@@ -372,12 +379,12 @@ def test_ctrl_c_during_a_fan_out_stops_the_app_and_reaches_the_caller(modal_serv
     assert modal_server.started_apps[0]["stopped"]
 
 
-def test_timeout_says_how_to_raise_it(modal_server):
+def test_timeout_names_its_attempts_and_says_how_to_raise_it(modal_server):
     modal_server.call_error = modal.exception.FunctionTimeoutError("timed out")
-    with pytest.raises(PymcModalError, match=r"timeout=SECONDS"):
+    with pytest.raises(RunTimeoutError, match=r"1 attempt\(s\) \(1 x 30 s .*timeout=SECONDS"):
         _run([b"job"], resolve(timeout=30))
-    with pytest.raises(PymcModalError, match=r"timeout=SECONDS"):
-        _run([b"job", b"job"], resolve(timeout=30))
+    with pytest.raises(RunTimeoutError, match=r"3 attempt\(s\) \(3 x 30 s .*checkpoint is kept"):
+        _run([b"job", b"job"], resolve(timeout=30, retries=2))
 
 
 def test_oversized_payload_is_refused_before_starting(modal_server, monkeypatch):

@@ -174,7 +174,7 @@ def test_nutpie_returns_the_variables_asked_for_and_stops_at_the_target(model, s
     result = nutpie_worker.sample(Job(model, settings, [], None))
 
     draws = result.convergence.draws
-    assert result.convergence.stop_reason == "target" and draws % 100 == 0
+    assert result.stop_reason == "target" and draws % 100 == 0
     assert set(result.posterior) == {"mu"} and set(result.log_likelihood) == {"y"}
     assert result.posterior["mu"].shape == (2, draws)
     assert result.log_likelihood["y"].shape == (2, draws, 20)
@@ -248,3 +248,13 @@ def test_readme_table_of_samplers_is_the_registry():
     assert [name for name, default in named if default] == [DEFAULT]
     sampler_doc = inspect.getdoc(pymc_modal.sample).split("\nsampler : ", 1)[1].splitlines()[0]
     assert sampler_doc == "{" + ", ".join(f'"{name}"' for name in SAMPLERS) + "}, optional"
+
+
+def test_readme_says_which_samplers_checkpoint_as_the_registry_does():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = " ".join(readme.split("## Long runs", 1)[1].split("\n## ", 1)[0].split())
+    saving = [f'"{name}"' for name, entry in SAMPLERS.items() if entry.checkpoints]
+    not_saving = [f'"{name}"' for name, entry in SAMPLERS.items() if not entry.checkpoints]
+    said = re.search(r"`sampler=(.+?) checkpoint; (.+?) cannot", section).groups()
+    assert re.findall(r'"\w+"', said[0]) == saving
+    assert re.findall(r'"\w+"', said[1]) == not_saving

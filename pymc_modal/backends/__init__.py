@@ -119,6 +119,9 @@ class Backend(Protocol):
     def reattach(self, record: dict[str, Any], folder: Path) -> Detached:
         """A detached run's jobs, from their record and folder."""
 
+    def stop(self, checkpoints: Sequence[str]) -> None:
+        """Ask the runs keeping these checkpoints to end after their current block."""
+
     def close(self) -> None:
         """Release warm workers now rather than after their idle window."""
 

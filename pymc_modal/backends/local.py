@@ -10,12 +10,19 @@ process dying without an answer, stops them all. A process that answered
 stays warm for the next call (libraries loaded, its last model compiled) for
 ``scaledown_window`` seconds, as a Modal container does, and ends with this
 process. A detached run's processes instead run one job each in sessions of
-their own, writing their answers and logs to the run's folder.
+their own, writing their answers and logs to the run's folder. Every worker
+keeps its run's checkpoint in :func:`pymc_modal.paths.checkpoints_dir` and
+is told its attempt's timeout, which it ends the run before; a waited job's
+worker still running at its timeout is stopped, and a job whose worker died
+or was stopped is given to a new one ``retries`` times, going on from its
+checkpoint. The first Ctrl-C asks the runs to end after their current block
+(a stop file beside each checkpoint); a second stops the processes.
 """
 
 from __future__ import annotations
 
 import codecs
+import logging
 import os
 import queue
 import signal
@@ -28,12 +35,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from pymc_modal import payload
 from pymc_modal.backends import Delivery, OnAnswer
 from pymc_modal.config import Options
-from pymc_modal.errors import WorkerError
-from pymc_modal.paths import RunPaths, blob_dir, blob_path, compilation_cache_dir, write_atomically
+from pymc_modal.errors import RunTimeoutError, WorkerError
+from pymc_modal.paths import (
+    CheckpointPaths,
+    RunPaths,
+    blob_dir,
+    blob_path,
+    checkpoints_dir,
+    compilation_cache_dir,
+    write_atomically,
+)
 
 __all__ = ["BACKEND", "LocalBackend"]
+
+_log = logging.getLogger("pymc_modal")
 
 WHERE = "this machine"
 # How often a detached run's folder is looked at while it is waited for.
@@ -62,6 +80,20 @@ def _worker_command(mode: str, *arguments: str | os.PathLike) -> list[str]:
     """The command line of a worker process, see :mod:`pymc_modal.worker.__main__`."""
     command = [sys.executable, "-m", "pymc_modal.worker", mode, compilation_cache_dir()]
     return [*map(str, command), *map(str, arguments)]
+
+
+def _attempt(timeout: int) -> list[str]:
+    """What a worker is told of a job besides its files: the blob and checkpoint folders,
+    the attempt's timeout, and when it is submitted."""
+    return [str(blob_dir()), str(checkpoints_dir()), str(timeout), repr(time.time())]
+
+
+def _ask_stop(names: Sequence[str | None]) -> None:
+    """Ask the runs keeping these checkpoints to end after their current block."""
+    for name in filter(None, names):
+        stop = CheckpointPaths(checkpoints_dir() / name).stop
+        stop.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(stop, repr(time.time()).encode())
 
 
 def _worker_environment() -> dict[str, str]:
@@ -95,9 +127,9 @@ class _Worker:
             threading.Thread(target=_relay, args=(stream, target), daemon=True).start()
         self.retirement: threading.Timer | None = None
 
-    def send(self, job_path: Path, answer_path: Path) -> None:
-        line = f"{job_path}\t{answer_path}\t{blob_dir()}\n"
-        self.process.stdin.write(line.encode())
+    def send(self, job_path: Path, answer_path: Path, timeout: int) -> None:
+        line = "\t".join(map(str, [job_path, answer_path, *_attempt(timeout)]))
+        self.process.stdin.write(f"{line}\n".encode())
         self.process.stdin.flush()
 
     def wait_done(self) -> bool:
@@ -159,32 +191,54 @@ def _close_warm() -> None:
 
 
 class _Job:
-    """One job on a worker: its files, its clock, and the worker's answer."""
+    """One attempt at a job on a worker: its files, its clock, and the worker's answer."""
 
-    def __init__(self, job: bytes, paths: RunPaths, index: int, worker: _Worker) -> None:
+    def __init__(
+        self, job: bytes, paths: RunPaths, index: int, worker: _Worker, timeout: int
+    ) -> None:
         self.worker = worker
         self.job_path, self.answer_path = paths.job(index), paths.answer(index)
         start = time.perf_counter()
         self.job_path.write_bytes(job)
         self.transfer = time.perf_counter() - start
         self.started = time.perf_counter()
-        worker.send(self.job_path, self.answer_path)
+        self.deadline = self.started + timeout
+        worker.send(self.job_path, self.answer_path, timeout)
 
-    def deliver(self, answered: bool) -> Delivery:
-        """The job's answer; raise if its process died without one."""
+    def answered(self, done: bool) -> bool:
+        """Whether the worker answered; if not, its process has ended."""
+        if done and self.answer_path.exists():
+            return True
+        self.worker.process.wait()
+        return False
+
+    def failure(self, timeout: int, attempts: int) -> Exception:
+        """Why the worker's last attempt ended without an answer."""
+        kept = (
+            "Its checkpoint is kept: calling again with the same arguments goes on from its "
+            "last block."
+        )
+        if time.perf_counter() >= self.deadline:
+            return RunTimeoutError(
+                f"The local worker was stopped at its timeout of {timeout} s, on each of "
+                f"{attempts} attempt(s) ({attempts} x {timeout} s). {kept} Allow more time with "
+                "pymc_modal.options(timeout=SECONDS), or more attempts with retries=."
+            )
+        returncode = self.worker.process.returncode
+        reason = (
+            f"was killed by {signal.Signals(-returncode).name}"
+            if returncode < 0
+            else f"exited with code {returncode}"
+        )
+        return WorkerError(
+            f"The local worker process {reason} without an answer; its output is above. {kept} "
+            "If it ran out of memory, keep fewer variables with var_names or sample fewer draws "
+            "or chains."
+        )
+
+    def deliver(self) -> Delivery:
+        """The job's answer."""
         wall = time.perf_counter() - self.started
-        if not answered or not self.answer_path.exists():
-            returncode = self.worker.process.wait()
-            reason = (
-                f"was killed by {signal.Signals(-returncode).name}"
-                if returncode < 0
-                else f"exited with code {returncode}"
-            )
-            raise WorkerError(
-                f"The local worker process {reason} without an answer; its output is above. "
-                "If it ran out of memory, keep fewer variables with var_names or sample "
-                "fewer draws or chains."
-            )
         start = time.perf_counter()
         answer = self.answer_path.read_bytes()
         transfer = self.transfer + time.perf_counter() - start
@@ -192,37 +246,76 @@ class _Job:
 
 
 class _Pool:
-    """A waited call's jobs on warm worker processes, ``options.workers`` at a time."""
+    """A waited call's jobs on warm worker processes, ``options.workers`` at a time.
+
+    A job whose worker died, or was stopped at its timeout, is given to a new
+    worker ``options.retries`` times, which goes on from its checkpoint.
+    """
 
     def __init__(self, jobs: Sequence[bytes], options: Options) -> None:
         self.jobs, self.options = jobs, options
 
     def wait(self, on_answer: OnAnswer = None, block: bool = True) -> list[Delivery]:
-        """Run the jobs; raise :class:`WorkerError` if a process died without answering.
+        """Run the jobs; raise if a job's last attempt ended without an answer.
 
-        The others are then stopped, as they are on an interrupt.
+        The others are then stopped. The first Ctrl-C asks every run to end
+        after its current block and waits for their answers; a second stops
+        them at once.
         """
+        options = self.options
         deliveries: dict[int, Delivery] = {}
         running: dict[int, _Job] = {}
+        attempts = dict.fromkeys(range(len(self.jobs)), 0)
         answered: queue.Queue[tuple[int, bool]] = queue.Queue()
+        interrupted = False
 
         def await_answer(index: int, worker: _Worker) -> None:
             answered.put((index, worker.wait_done()))
 
         with tempfile.TemporaryDirectory(prefix="pymc-modal-") as folder:
             paths = RunPaths(Path(folder))
-            waiting = list(enumerate(self.jobs))
+            waiting = list(range(len(self.jobs)))
             try:
                 while waiting or running:
-                    while waiting and len(running) < self.options.workers:
-                        index, job = waiting.pop(0)
-                        running[index] = _Job(job, paths, index, _take_warm())
+                    while waiting and len(running) < options.workers:
+                        index = waiting.pop(0)
+                        attempts[index] += 1
+                        job = _Job(self.jobs[index], paths, index, _take_warm(), options.timeout)
+                        running[index] = job
                         threading.Thread(
-                            target=await_answer, args=(index, running[index].worker), daemon=True
+                            target=await_answer, args=(index, job.worker), daemon=True
                         ).start()
-                    index, ok = answered.get()
-                    deliveries[index] = running[index].deliver(ok)
-                    _keep_warm(running.pop(index).worker, self.options.scaledown_window)
+                    try:
+                        first = min(job.deadline for job in running.values())
+                        index, done = answered.get(timeout=max(0.0, first - time.perf_counter()))
+                    except queue.Empty:
+                        for job in running.values():
+                            if time.perf_counter() >= job.deadline:
+                                job.worker.process.kill()  # its answer's waiter sees it end
+                        continue
+                    except KeyboardInterrupt:
+                        if interrupted:
+                            raise
+                        interrupted = True
+                        _ask_stop([payload.job_checkpoint(self.jobs[i]) for i in running])
+                        _log_stopping()
+                        continue
+                    job = running.pop(index)
+                    if not job.answered(done):
+                        job.worker.stop()
+                        failure = job.failure(options.timeout, attempts[index])
+                        if attempts[index] > options.retries:
+                            raise failure
+                        _log.warning(
+                            "%s\nAttempt %d of %d goes on from its checkpoint.",
+                            failure,
+                            attempts[index] + 1,
+                            options.retries + 1,
+                        )
+                        waiting.insert(0, index)
+                        continue
+                    deliveries[index] = job.deliver()
+                    _keep_warm(job.worker, options.scaledown_window)
                     if on_answer is not None:
                         on_answer(index, deliveries[index])
             except BaseException:
@@ -230,6 +323,13 @@ class _Pool:
                     job.worker.stop()
                 raise
         return [deliveries[index] for index in range(len(self.jobs))]
+
+
+def _log_stopping() -> None:
+    _log.warning(
+        "Stopping after the current block; the draws so far come back. "
+        "Press Ctrl-C again to stop at once, with nothing back."
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -289,7 +389,8 @@ class _Detached:
                 logs = ", ".join(str(self.run.log(i)) for i in range(len(self.paths)))
                 raise WorkerError(
                     f"A worker of run {self.folder.name} ended without an answer; the workers' "
-                    f"output is in {logs}."
+                    f"output is in {logs}. Its checkpoint is kept: sampling again with the same "
+                    "arguments goes on from its last block."
                 )
             if not block:
                 return None
@@ -303,9 +404,16 @@ class _Detached:
         return deliveries
 
 
-def _prune(folder: Path, keep: set[str], dry_run: bool) -> int:
-    """Delete the files under ``folder`` not named in ``keep``; the bytes that frees."""
-    doomed = [path for path in folder.rglob("*") if path.is_file() and path.name not in keep]
+def _prune(folder: Path, keep: set[str], dry_run: bool, by_folder: bool = False) -> int:
+    """Delete the files under ``folder`` not named in ``keep``; the bytes that frees.
+
+    With ``by_folder``, a file is named by its folder within ``folder``.
+    """
+
+    def name(path: Path) -> str:
+        return path.relative_to(folder).parts[0] if by_folder else path.name
+
+    doomed = [path for path in folder.rglob("*") if path.is_file() and name(path) not in keep]
     freed = sum(path.stat().st_size for path in doomed)
     if not dry_run:
         for path in doomed:
@@ -313,7 +421,7 @@ def _prune(folder: Path, keep: set[str], dry_run: bool) -> int:
     return freed
 
 
-def _start_detached(folder: Path, index: int) -> int:
+def _start_detached(folder: Path, index: int, timeout: int) -> int:
     """Start job ``index`` of the run in ``folder`` in a process that outlives this one.
 
     It runs in a session of its own, so neither Ctrl-C nor the end of this
@@ -323,7 +431,7 @@ def _start_detached(folder: Path, index: int) -> int:
     job, answer = run.job(index), run.answer(index)
     with open(run.log(index), "wb") as output:
         process = subprocess.Popen(
-            _worker_command("detached", job, answer, blob_dir()),
+            _worker_command("detached", job, answer, *_attempt(timeout)),
             stdout=output,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -364,13 +472,14 @@ class LocalBackend:
         return written
 
     def prune(self, keep: set[str], fetched: set[str], dry_run: bool) -> dict[str, int]:
-        """Delete the stored blobs not in ``keep`` and JAX's compiled programs.
+        """Delete the stored blobs and checkpoints not in ``keep`` and JAX's compiled programs.
 
         Returns the bytes freed (or, with ``dry_run``, that would be) by store.
         A detached run's answers are in its folder, which is left alone.
         """
         return {
             "data blobs on this machine": _prune(blob_dir(), keep, dry_run),
+            "checkpoints on this machine": _prune(checkpoints_dir(), keep, dry_run, by_folder=True),
             "compiled programs on this machine": _prune(compilation_cache_dir(), set(), dry_run),
         }
 
@@ -393,12 +502,16 @@ class LocalBackend:
             return _Pool(jobs, options)
         for index, job in enumerate(jobs):
             RunPaths(detached).job(index).write_bytes(job)
-        pids = [_start_detached(detached, index) for index in range(len(jobs))]
+        pids = [_start_detached(detached, index, options.timeout) for index in range(len(jobs))]
         return _Detached({"pids": pids}, detached)
 
     def reattach(self, record: dict[str, Any], folder: Path) -> _Detached:
         """A detached run's processes, from its record."""
         return _Detached(record, folder)
+
+    def stop(self, checkpoints: Sequence[str]) -> None:
+        """Ask the runs keeping these checkpoints to end after their current block."""
+        _ask_stop(checkpoints)
 
     def close(self) -> None:
         """End every warm worker process now, rather than after its idle window."""

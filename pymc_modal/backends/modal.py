@@ -9,9 +9,9 @@ is hit on every run after the first. The GPU, timeout and retries of a call
 are applied with ``Function.with_options``, not by one function per GPU. Three
 Volumes are mounted on every container: ``pymc-modal-data`` holds the data
 blobs by content hash, ``pymc-modal-results`` the answers of detached runs
-until they are fetched, ``pymc-modal-jax-cache`` JAX's compiled programs
-(capped in size), so that a model sampled again skips XLA compilation even in
-a new container.
+until they are fetched and every run's checkpoint, ``pymc-modal-jax-cache``
+JAX's compiled programs (capped in size), so that a model sampled again skips
+XLA compilation even in a new container.
 
 The app started by the first waited call keeps running for the calls after
 it, and each container stays warm for ``scaledown_window`` seconds after it
@@ -44,10 +44,10 @@ from pymc_modal.config import DEFAULT_TIMEOUT, Options
 from pymc_modal.errors import (
     InvalidOptionError,
     MissingCredentialsError,
-    PymcModalError,
+    RunTimeoutError,
     WorkerError,
 )
-from pymc_modal.paths import RunPaths, blob_path, write_atomically
+from pymc_modal.paths import CHECKPOINTS, CheckpointPaths, RunPaths, blob_path, write_atomically
 from pymc_modal.pricing import DEFAULT_GPU
 
 __all__ = ["BACKEND", "ModalBackend", "app", "gpu_function", "requirements", "run_job"]
@@ -119,9 +119,18 @@ VOLUMES = {
 }
 
 
-def run_job(job: bytes, answer_name: str | None = None) -> bytes:
+def run_job(
+    job: bytes,
+    answer_name: str | None = None,
+    timeout: float | None = None,
+    submitted: float | None = None,
+) -> bytes:
     """Run one job in a Modal container; the worker does not know it is on Modal.
 
+    The run's checkpoint is kept on the results volume, committed at each
+    save, so that an attempt Modal restarts on the same input (after a
+    preemption, or a failure with ``retries``) goes on from it; the worker
+    ends the run before ``timeout`` (this attempt's) with the draws it has.
     A detached run's answer is written to the results volume as
     ``answer_name`` before it is returned, so it outlasts the call. What JAX
     compiled is then committed to the compilation cache's volume, for the
@@ -129,11 +138,20 @@ def run_job(job: bytes, answer_name: str | None = None) -> bytes:
     """
     from pymc_modal import worker
 
+    began = time.time()
     # A warm container sees the data volume as it was when it started, without the
     # blobs of calls made since.
     data_volume.reload()
     worker.use_compilation_cache(JAX_CACHE_MOUNT, JAX_CACHE_MAX_BYTES)
-    answer = worker.run(job, BLOB_MOUNT, require_gpu=True)
+    storage = worker.Storage(
+        Path(RESULTS_MOUNT, CHECKPOINTS),
+        submitted,
+        publish=results_volume.commit,
+        refresh=results_volume.reload,
+    )
+    answer = worker.run(
+        job, BLOB_MOUNT, require_gpu=True, storage=storage, timeout=timeout, timeout_from=began
+    )
     if answer_name is not None:
         Path(RESULTS_MOUNT, answer_name).write_bytes(answer)
         results_volume.commit()
@@ -221,20 +239,48 @@ def _timeout_explained(options: Options) -> Iterator[None]:
     try:
         yield
     except modal.exception.FunctionTimeoutError as exc:
-        raise PymcModalError(
-            f"The run on Modal was stopped after its timeout of {options.timeout} s. "
-            "Allow more time with pymc_modal.gpu(..., timeout=SECONDS) (up to 86400), "
-            "or sample fewer draws."
+        attempts = options.retries + 1
+        raise RunTimeoutError(
+            f"The run on Modal was stopped at its timeout of {options.timeout} s, on each of "
+            f"{attempts} attempt(s) ({attempts} x {options.timeout} s billed at most). Its "
+            "checkpoint is kept: calling again with the same arguments goes on from its last "
+            "block. Allow more time with pymc_modal.gpu(..., timeout=SECONDS) (up to 86400)."
         ) from exc
 
 
-def _wait(call: modal.FunctionCall, options: Options) -> bytes:
-    try:
-        with _timeout_explained(options):
-            return call.get()
-    except KeyboardInterrupt:
-        call.cancel(terminate_containers=True)
-        raise
+def _submitted() -> float:
+    """When a job is submitted, for the worker: a stop asked for before then is not its own."""
+    return time.time()
+
+
+def _ask_stop(checkpoints: Sequence[str | None]) -> None:
+    """Ask the runs keeping these checkpoints to end after their current block."""
+    names = list(filter(None, checkpoints))
+    if not names:
+        return
+    stamp = repr(time.time()).encode()
+    with results_volume.batch_upload(force=True) as batch:
+        for name in names:
+            batch.put_file(io.BytesIO(stamp), f"/{CheckpointPaths(Path(CHECKPOINTS, name)).stop}")
+
+
+def _wait(call: modal.FunctionCall, options: Options, job: bytes) -> bytes:
+    """The call's answer; the first Ctrl-C asks its run to stop, a second cancels it."""
+    interrupted = False
+    while True:
+        try:
+            with _timeout_explained(options):
+                return call.get()
+        except KeyboardInterrupt:
+            if interrupted:
+                call.cancel(terminate_containers=True)
+                raise
+            interrupted = True
+            _ask_stop([payload.job_checkpoint(job)])
+            _log.warning(
+                "Stopping after the current block; the draws so far come back. "
+                "Press Ctrl-C again to stop at once, with nothing back."
+            )
 
 
 # The app this process keeps running between waited calls, and the stack that stops it.
@@ -284,7 +330,7 @@ class _Waited:
             self.seconds = {"image": image_seconds}
             start = time.perf_counter()
             if len(jobs) == 1:
-                self.call = self.function.spawn(jobs[0])
+                self.call = self.function.spawn(jobs[0], None, options.timeout, _submitted())
                 self.seconds["transfer"] = time.perf_counter() - start
         except BaseException:
             close()
@@ -297,11 +343,13 @@ class _Waited:
         start = time.perf_counter()
         try:
             if self.call is not None:
-                answers = [_wait(self.call, self.options)]
+                answers = [_wait(self.call, self.options, self.jobs[0])]
             else:
                 with _timeout_explained(self.options):
                     answers = []
-                    for answer in self.function.map(self.jobs):
+                    n = len(self.jobs)
+                    extra = ([None] * n, [self.options.timeout] * n, [_submitted()] * n)
+                    for answer in self.function.map(self.jobs, *extra):
                         answers.append(answer)
                         if on_answer is not None:
                             elapsed = {**seconds, "wall": time.perf_counter() - start}
@@ -388,7 +436,8 @@ def _detached_answer(answer_name: str, call_id: str, wait: bool) -> bytes | None
         raise WorkerError(
             f"{answer_name} ended on Modal without an answer ({type(exc).__name__}: {exc}). "
             "Its container may have run out of time (see pymc_modal.gpu(timeout=...)) or died; "
-            "its log is on Modal's dashboard under the app pymc-modal-detached. Sample again."
+            "its log is on Modal's dashboard under the app pymc-modal-detached. Its checkpoint "
+            "is kept: sampling again with the same arguments goes on from its last block."
         ) from exc
 
 
@@ -457,8 +506,9 @@ class ModalBackend:
         return sum(map(len, missing.values()))
 
     def prune(self, keep: set[str], fetched: set[str], dry_run: bool) -> dict[str, int]:
-        """Delete the data volume's blobs not in ``keep``, the compilation cache's programs
-        and the answers of runs in ``fetched`` that are still in the results volume.
+        """Delete the data volume's blobs not in ``keep``, the compilation cache's programs,
+        and from the results volume the answers of runs in ``fetched`` and the
+        checkpoints not in ``keep``.
 
         Returns the bytes freed (or, with ``dry_run``, that would be) by volume.
 
@@ -469,13 +519,16 @@ class ModalBackend:
         """
         check_credentials()
 
-        def fetched_answer(path: str) -> bool:
+        def done_with(path: str) -> bool:
+            parts = Path(path).parts
+            if parts[0] == CHECKPOINTS:
+                return parts[1] not in keep
             return path.rpartition("-")[0] in fetched
 
         return {
             DATA_VOLUME: _prune(data_volume, lambda path: Path(path).name not in keep, dry_run),
             JAX_CACHE_VOLUME: _prune(jax_cache_volume, lambda path: True, dry_run),
-            RESULTS_VOLUME: _prune(results_volume, fetched_answer, dry_run),
+            RESULTS_VOLUME: _prune(results_volume, done_with, dry_run),
         }
 
     def submit(
@@ -502,7 +555,8 @@ class ModalBackend:
         calls = []
         with modal.enable_output(), run_app.run(detach=True):
             for index, job in enumerate(jobs):
-                calls.append(function.spawn(job, RunPaths(detached).remote_answer(index)))
+                answer_name = RunPaths(detached).remote_answer(index)
+                calls.append(function.spawn(job, answer_name, options.timeout, _submitted()))
         if len(calls) < len(jobs):
             # Modal's runner ends the app's block quietly on Ctrl-C; the caller must know.
             for call in calls:
@@ -513,6 +567,14 @@ class ModalBackend:
     def reattach(self, record: dict[str, Any], folder: Path) -> _Detached:
         """A detached run's calls, from its record."""
         return _Detached(record, folder)
+
+    def stop(self, checkpoints: Sequence[str]) -> None:
+        """Ask the runs keeping these checkpoints to end after their current block.
+
+        The worker reads the request from the results volume between blocks.
+        """
+        check_credentials()
+        _ask_stop(checkpoints)
 
     def close(self) -> None:
         """Stop the app this process keeps running, and with it its warm containers."""

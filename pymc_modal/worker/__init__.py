@@ -21,8 +21,9 @@ import warnings
 from pymc_modal import payload, samplers
 from pymc_modal.errors import GpuNotFoundError
 from pymc_modal.job import Answer, ForwardAnswer
+from pymc_modal.worker.checkpoint import Attempt, Storage
 
-__all__ = ["run", "use_compilation_cache"]
+__all__ = ["Storage", "run", "use_compilation_cache"]
 
 
 def use_compilation_cache(folder: str | os.PathLike, max_bytes: int = -1) -> None:
@@ -39,8 +40,18 @@ def use_compilation_cache(folder: str | os.PathLike, max_bytes: int = -1) -> Non
     jax.config.update("jax_compilation_cache_max_size", max_bytes)
 
 
+def _reserve(timeout: float) -> float:
+    """Of an attempt's ``timeout``, the seconds kept for saving and returning its answer."""
+    return min(300.0, timeout / 20)
+
+
 def run(
-    job_bytes: bytes, blob_dir: str | os.PathLike | None = None, require_gpu: bool = False
+    job_bytes: bytes,
+    blob_dir: str | os.PathLike | None = None,
+    require_gpu: bool = False,
+    storage: Storage | None = None,
+    timeout: float | None = None,
+    timeout_from: float | None = None,
 ) -> bytes:
     """Run one sampling job.
 
@@ -54,6 +65,14 @@ def run(
         Refuse the job with :class:`GpuNotFoundError` unless JAX runs on a
         GPU: set where a GPU is paid for, as JAX falls back to the CPU
         without a word when its CUDA plugin does not load.
+    storage : Storage, optional
+        Where the backend keeps checkpoints; without it a run keeps none.
+    timeout : float, optional
+        The seconds this attempt may run: the run ends before then, with the
+        draws it has, rather than be stopped with none.
+    timeout_from : float, optional
+        When, by :func:`time.time`, the backend began counting ``timeout``;
+        by default now.
 
     Returns
     -------
@@ -69,7 +88,18 @@ def run(
         start = time.perf_counter()
         job = payload.decode_job(job_bytes, blob_dir)
         load_seconds = time.perf_counter() - start
-        answer = _sample(job, started)
+        deadline = None
+        if timeout is not None:
+            counted = 0.0 if timeout_from is None else max(0.0, time.time() - timeout_from)
+            deadline = time.perf_counter() - counted + timeout - _reserve(timeout)
+        attempt = Attempt(
+            started=started,
+            deadline=deadline,
+            checkpoint=None
+            if storage is None or job.checkpoint is None
+            else storage.checkpoint(job.checkpoint),
+        )
+        answer = _sample(job, attempt)
         seconds = {**answer.seconds, "load": load_seconds}
         return payload.encode_result(dataclasses.replace(answer, seconds=seconds))
     except Exception as exc:
@@ -89,7 +119,7 @@ def _check_gpu() -> None:
         )
 
 
-def _sample(job: payload.Job, started: float) -> Answer | ForwardAnswer:
+def _sample(job: payload.Job, attempt: Attempt) -> Answer | ForwardAnswer:
     import jax
     import pytensor
     from pytensor.link.jax.dispatch import jax_funcify
@@ -107,4 +137,4 @@ def _sample(job: payload.Job, started: float) -> Answer | ForwardAnswer:
     if isinstance(job.settings, ForwardSettings):
         return forward.run(job.model, job.settings)
     sampler = importlib.import_module(samplers.get(job.settings.sampler).module)
-    return sampler.sample(job, started)
+    return sampler.sample(job, attempt)

@@ -1,17 +1,23 @@
 """A worker process on this machine: ``python -m pymc_modal.worker MODE JAX_CACHE ...``.
 
-``serve DONE_FD``: a warm worker. Each line on stdin names a job file, its
-answer file and the blob folder; once an answer is written a byte goes to
-the ``DONE_FD`` pipe. It exits at the end of stdin, which comes when the
-client closes it or is gone, even while a job runs.
+``serve DONE_FD``: a warm worker. Each line on stdin names, tab-separated, a
+job file, its answer file, the blob folder, the checkpoints' folder, the
+attempt's timeout in seconds (empty for none) and when the job was submitted
+(:func:`time.time`), from which the timeout counts; once an answer is written a byte goes to the
+``DONE_FD`` pipe. It exits at the end of stdin, which comes when the client
+closes it or is gone, even while a job runs. It ignores Ctrl-C, which a
+terminal sends to the client's whole process group: the client asks a run
+to stop through its checkpoint, or ends the process.
 
-``detached JOB ANSWER BLOBS``: one job, then exit (a detached run's worker).
+``detached JOB ANSWER BLOBS CHECKPOINTS TIMEOUT SUBMITTED``: one job, then
+exit (a detached run's worker).
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -20,8 +26,18 @@ from pymc_modal import worker
 from pymc_modal.paths import write_atomically
 
 
-def _answer(job_path: str, answer_path: str, blobs: str) -> None:
-    write_atomically(Path(answer_path), worker.run(Path(job_path).read_bytes(), blobs))
+def _answer(
+    job_path: str, answer_path: str, blobs: str, checkpoints: str, timeout: str, submitted: str
+) -> None:
+    storage = worker.Storage(Path(checkpoints), float(submitted))
+    answer = worker.run(
+        Path(job_path).read_bytes(),
+        blobs,
+        storage=storage,
+        timeout=float(timeout) if timeout else None,
+        timeout_from=float(submitted),
+    )
+    write_atomically(Path(answer_path), answer)
 
 
 def _read_jobs(jobs: queue.Queue) -> None:
@@ -38,6 +54,7 @@ def _read_jobs(jobs: queue.Queue) -> None:
 
 def serve(done_fd: int) -> None:
     """Answer each job sent until stdin ends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     jobs: queue.Queue[list[str]] = queue.Queue()
     threading.Thread(target=_read_jobs, args=(jobs,), daemon=True).start()
     while True:

@@ -17,6 +17,7 @@ from pymc_modal.job import Answer, SampleSettings
 from pymc_modal.payload import Job
 from pymc_modal.worker import blocks
 from pymc_modal.worker.chains import flat
+from pymc_modal.worker.checkpoint import Attempt
 
 __all__ = ["sample"]
 
@@ -50,10 +51,9 @@ def _progress_bar(settings: SampleSettings):
     return tqdm(total=settings.tune + settings.draws, desc=f"{settings.sampler} warm-up + draws")
 
 
-def _block_keys(draw_key, block, n: int):
-    """``n`` keys for block ``block``: the first block's are what one whole run's were."""
-    key = jax.numpy.where(block == 0, draw_key, jax.random.fold_in(draw_key, block))
-    return jax.random.split(key, n)
+def _draw_keys(draw_key, start, n: int):
+    """The keys of draws ``start`` to ``start + n``: one a draw, however the draws are split."""
+    return jax.vmap(lambda i: jax.random.fold_in(draw_key, i))(start + jax.numpy.arange(n))
 
 
 def _ensemble_draws(step, transform, settings: SampleSettings, tick):
@@ -63,7 +63,7 @@ def _ensemble_draws(step, transform, settings: SampleSettings, tick):
     """
 
     def draws(n: int):
-        def ensemble(carry, block):
+        def ensemble(carry, start):
             states, parameters, draw_key = carry
             kernel = jax.vmap(step(parameters))
 
@@ -80,7 +80,7 @@ def _ensemble_draws(step, transform, settings: SampleSettings, tick):
                 }
                 return states, (jax.vmap(transform)(states.position), stats)
 
-            states, drawn = jax.lax.scan(one_draw, states, _block_keys(draw_key, block, n))
+            states, drawn = jax.lax.scan(one_draw, states, _draw_keys(draw_key, start, n))
             # (draw, chain, ...) to (chain, draw, ...)
             drawn = jax.tree.map(lambda x: jax.numpy.swapaxes(x, 0, 1), drawn)
             return (states, parameters, draw_key), drawn
@@ -96,7 +96,8 @@ def _chees(logp_fn, transform, settings: SampleSettings, tick):
     ``logp_fn`` and ``transform`` take a chain's position as one flat vector;
     ``tick()`` is called once a step, warm-up and draws. Returns
     ``warm_up(keys, positions) -> carry`` and ``draws(n)``, a function
-    ``(carry, block) -> (carry, (values, stats))`` drawing ``n`` per chain.
+    ``(carry, start) -> (carry, (values, stats))`` drawing ``n`` per chain
+    after ``start`` draws.
     """
     import blackjax
     import optax
@@ -139,7 +140,60 @@ def _chees(logp_fn, transform, settings: SampleSettings, tick):
     return warm_up, _ensemble_draws(step, transform, settings, tick)
 
 
-def sample(job: Job, started: float | None = None) -> Answer:
+class _Ensemble:
+    """One job's ensemble, as :func:`pymc_modal.worker.blocks.run` steps it."""
+
+    # ChEES adapts in one program.
+    stretches = False
+
+    def __init__(self, job: Job, bar) -> None:
+        settings = self.settings = job.settings
+        # Each chain's position as one flat vector: BlackJAX's ChEES mishandles
+        # position leaves of more than one dimension.
+        model_flat = flat(job.model, settings)
+        self.returned, unravel = model_flat.returned, model_flat.unravel
+        self.positions, self.bar = model_flat.starts, bar
+        self.warm_up, self.draws = _chees(
+            lambda x: model_flat.logp(unravel(x)),
+            lambda x: self.returned.fn(*unravel(x)),
+            settings,
+            (lambda: jax.debug.callback(bar.update)) if bar else (lambda: None),
+        )
+        self.keys = jax.random.split(jax.random.PRNGKey(settings.seed), settings.chains)
+        self.carry = None
+        self.drawn = 0
+        self.programs: dict[int, Any] = {}  # the draws' program by block size
+
+    def begin(self) -> None:
+        pass
+
+    def tune(self, steps: int) -> None:
+        run = jax.jit(self.warm_up).lower(self.keys, self.positions).compile()
+        if self.bar:
+            self.bar.reset()  # its rate and time left count from here, not from compiling
+        self.carry = jax.block_until_ready(run(self.keys, self.positions))
+
+    def draw(self, n: int) -> blocks.Draw:
+        if self.carry is None:  # no warm-up is still its program, which sets the kernel
+            self.tune(0)
+        if n not in self.programs:
+            self.programs[n] = jax.jit(self.draws(n))
+        if self.bar:  # one bar over warm-up and every block
+            self.bar.total = max(self.bar.total, self.settings.tune + self.drawn + n)
+        self.carry, (values, stats) = self.programs[n](self.carry, self.drawn)
+        self.drawn += n
+        return [np.asarray(v) for v in values], {k: np.asarray(v) for k, v in stats.items()}
+
+    def state(self):
+        return jax.device_get(self.carry)
+
+    def restore(self, state, done: int) -> None:
+        # Tracing the warm-up recovers the adapted kernel's functions, which are not arrays.
+        jax.eval_shape(self.warm_up, self.keys, self.positions)
+        self.carry, self.drawn = state, done - self.settings.tune
+
+
+def sample(job: Job, attempt: Attempt | None = None) -> Answer:
     """Sample the job's model with ChEES-HMC, as every sampler's ``sample`` does.
 
     See :class:`pymc_modal.samplers.Sampler`. The ensemble's programs are
@@ -151,42 +205,9 @@ def sample(job: Job, started: float | None = None) -> Answer:
         As :func:`pymc_modal.worker.chains.answer` makes it, with PyMC's
         sample-stat names; ``n_steps`` counts gradient evaluations per draw.
     """
-    settings = job.settings
-    # Each chain's position as one flat vector: BlackJAX's ChEES mishandles
-    # position leaves of more than one dimension.
-    model_flat = flat(job.model, settings)
-    graph, unravel, positions = model_flat.returned, model_flat.unravel, model_flat.starts
-    bar = _progress_bar(settings)
-    warm_up_fn, draws = _chees(
-        lambda x: model_flat.logp(unravel(x)),
-        lambda x: graph.fn(*unravel(x)),
-        settings,
-        (lambda: jax.debug.callback(bar.update)) if bar else (lambda: None),
-    )
-    keys = jax.random.split(jax.random.PRNGKey(settings.seed), settings.chains)
-    carry = None
-    jitted: dict[int, Any] = {}  # the draws' program by block size
-    drawn_blocks = 0
-
-    def warm_up() -> None:
-        nonlocal carry
-        run = jax.jit(warm_up_fn).lower(keys, positions).compile()
-        if bar:
-            bar.reset()  # its rate and time left count from here, not from compiling
-        carry = jax.block_until_ready(run(keys, positions))
-
-    def draw(n: int) -> blocks.Draw:
-        nonlocal carry, drawn_blocks
-        if n not in jitted:
-            jitted[n] = jax.jit(draws(n))
-        if bar and drawn_blocks:
-            bar.total += n  # one bar over warm-up and every block
-        carry, (values, stats) = jitted[n](carry, drawn_blocks)
-        drawn_blocks += 1
-        return [np.asarray(v) for v in values], {k: np.asarray(v) for k, v in stats.items()}
-
+    bar = _progress_bar(job.settings)
     try:
-        return blocks.run(settings, graph, warm_up, draw, started)
+        return blocks.run(job.settings, _Ensemble(job, bar), attempt)
     finally:
         if bar:
             bar.close()

@@ -30,12 +30,13 @@ from pymc_modal.job import EXTRA_FIELDS, Answer, Returned, SampleSettings, retur
 from pymc_modal.payload import Job
 from pymc_modal.worker import blocks
 from pymc_modal.worker.chains import initial_points
+from pymc_modal.worker.checkpoint import Attempt
 
 __all__ = ["Sampler", "compile_sampler", "sample"]
 
 # What each draw collects besides the kept variables.
 _FIELDS = tuple(dict.fromkeys(("diverging", *EXTRA_FIELDS)))
-# With a progress bar, each warm-up and each block is stepped in about this many stretches.
+# With a progress bar, each block is stepped in about this many stretches.
 _UPDATES = 20
 # The last run's compiled sampler, under what it was compiled for.
 _warm: tuple[tuple[str | None, bytes], Sampler] | None = None
@@ -226,7 +227,65 @@ def _warm_sampler(model, settings: SampleSettings, fingerprint: str | None) -> S
     return _warm[1]
 
 
-def sample(job: Job, started: float | None = None) -> Answer:
+class _Chains:
+    """One job's chains, as :func:`pymc_modal.worker.blocks.run` steps them."""
+
+    stretches = True
+
+    def __init__(self, sampler: Sampler, keys, points, bar) -> None:
+        self.sampler, self.keys, self.points, self.bar = sampler, keys, points, bar
+        self.returned = sampler.returned
+        self.current = None
+        # Parallel chains start in the program of their first warm-up steps.
+        self.fresh = True
+
+    def begin(self) -> None:
+        self.current = self.sampler.start(self.keys, self.points)
+
+    def tune(self, steps: int) -> None:
+        self.current = self.sampler.tune_steps(self.current, steps, first=self.fresh)
+        self.current = jax.block_until_ready(self.current)
+        self.fresh = False
+        if self.bar is not None:
+            self.bar.update(steps)
+
+    def draw(self, n: int) -> blocks.Draw:
+        """The next ``n`` draws, by the program of the shortest block at least as long."""
+        from pymc.sampling.jax import _numpyro_stats_to_dict
+
+        if self.fresh:  # no warm-up is still one program, which starts parallel chains
+            self.tune(0)
+        bar = self.bar
+        if bar is not None and bar.n >= bar.total:
+            bar.total += n  # one bar over warm-up and every block
+        programs = self.sampler.programs
+        length = min((size for name, size in programs if name == "draw" and size >= n), default=n)
+        collected, done = None, 0
+        for stretch in _stretches(n, bar):
+            self.current, collected = self.sampler.draw_steps(
+                self.current, collected, length, done, done + stretch
+            )
+            jax.block_until_ready(collected)
+            done += stretch
+            if bar is not None:
+                bar.update(stretch)
+        values, fields = jax.tree.map(lambda x: x[:, :n], jax.device_get(collected))
+        # MCMC's fields come in a dict, which JAX's tree functions sort by key.
+        fields = dict(sorted(zip(_FIELDS, fields, strict=True)))
+        return list(values), _numpyro_stats_to_dict(_Fields(fields))
+
+    def state(self):
+        return jax.device_get(self.current)
+
+    def restore(self, state, done: int) -> None:
+        # The kernel sets itself up as it starts a chain, which a restored state skips.
+        jax.eval_shape(self.sampler._init, self.keys[0], [point[0] for point in self.points])
+        self.current, self.fresh = state, False
+        if self.bar is not None:
+            self.bar.update(done)
+
+
+def sample(job: Job, attempt: Attempt | None = None) -> Answer:
     """Sample ``model`` with NumPyro NUTS as ``pm.sample(nuts_sampler="numpyro")`` would.
 
     Takes what every sampler's ``sample`` takes (:class:`pymc_modal.samplers.Sampler`).
@@ -240,8 +299,6 @@ def sample(job: Job, started: float | None = None) -> Answer:
         As :func:`pymc_modal.worker.chains.answer` makes it.
     """
     model, settings = job.model, job.settings
-    from pymc.sampling.jax import _numpyro_stats_to_dict
-
     sampler = _warm_sampler(model, settings, job.fingerprint)
     points = initial_points(model, settings, sampler.logp_fn)
     key = jax.random.PRNGKey(settings.seed)
@@ -254,35 +311,8 @@ def sample(job: Job, started: float | None = None) -> Answer:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=settings.tune + settings.draws, desc="numpyro warm-up + draws")
-    state = None
-
-    def warm_up() -> None:
-        nonlocal state
-        state = sampler.start(keys, points)
-        # No warm-up is still one program, which starts parallel chains.
-        for i, length in enumerate(_stretches(settings.tune, bar) or [0]):
-            state = jax.block_until_ready(sampler.tune_steps(state, length, first=i == 0))
-            if bar is not None:
-                bar.update(length)
-
-    def draw(n: int) -> blocks.Draw:
-        nonlocal state
-        if bar is not None and bar.n >= bar.total:
-            bar.total += n  # one bar over warm-up and every block
-        collected, done = None, 0
-        for length in _stretches(n, bar):
-            state, collected = sampler.draw_steps(state, collected, n, done, done + length)
-            jax.block_until_ready(collected)
-            done += length
-            if bar is not None:
-                bar.update(length)
-        values, fields = jax.device_get(collected)
-        # MCMC's fields come in a dict, which JAX's tree functions sort by key.
-        fields = dict(sorted(zip(_FIELDS, fields, strict=True)))
-        return list(values), _numpyro_stats_to_dict(_Fields(fields))
-
     try:
-        return blocks.run(settings, sampler.returned, warm_up, draw, started)
+        return blocks.run(settings, _Chains(sampler, keys, points, bar), attempt)
     finally:
         if bar is not None:
             bar.close()

@@ -33,6 +33,7 @@ from pymc_modal.payload import Job
 from pymc_modal.samplers import SAMPLERS
 from pymc_modal.worker import blocks
 from pymc_modal.worker.chains import flat
+from pymc_modal.worker.checkpoint import Attempt
 
 __all__ = ["sample"]
 
@@ -157,14 +158,73 @@ def _finished(sampler) -> bool:
         return False
 
 
-def sample(job: Job, started: float | None = None) -> Answer:
+class _Chains:
+    """nutpie's chains, as :func:`pymc_modal.worker.blocks.run` steps them: started by the
+    warm-up, each block waiting for its draws to arrive."""
+
+    # nutpie warms up and draws on its own, from the start.
+    stretches = False
+
+    def __init__(self, settings, compiled, arrivals: _Arrivals, returned, names, total) -> None:
+        self.settings, self.compiled, self.arrivals = settings, compiled, arrivals
+        self.returned, self.names, self.total = returned, names, total
+        self.sampler = None
+        self.taken = 0
+
+    def begin(self) -> None:
+        pass
+
+    def tune(self, steps: int) -> None:
+        import nutpie
+
+        settings = self.settings
+        with self.arrivals.failing():
+            self.sampler = nutpie.sample(
+                self.compiled,
+                draws=self.total,
+                tune=settings.tune,
+                chains=settings.chains,
+                # Every chain at once, each a thread: a block waits for every chain's draws.
+                cores=settings.chains,
+                seed=settings.seed,
+                target_accept=settings.target_accept,
+                progress_bar=False,
+                save_warmup=False,
+                blocking=False,
+                **settings.sampler_options,
+            )
+        self.arrivals.wait_for(settings.tune, self.sampler)
+
+    def draw(self, n: int) -> blocks.Draw:
+        settings, arrivals, taken = self.settings, self.arrivals, self.taken
+        if self.sampler is None:  # no warm-up still starts nutpie
+            self.tune(0)
+        bar = arrivals.bar
+        if bar is not None:  # one bar over warm-up and every block
+            bar.total = max(bar.total, settings.chains * (settings.tune + taken + n))
+        arrivals.wait_for(settings.tune + taken + n, self.sampler)
+        # A draw is in the trace just after its chain expanded it.
+        while True:
+            trace = self.sampler.inspect()
+            stats = {
+                ours: np.asarray(trace.sample_stats[theirs])[:, taken : taken + n]
+                for theirs, ours in _STATS.items()
+            }
+            if not np.isnan(stats["lp"]).any():
+                break
+            arrivals.wait_a_moment()
+        values = [np.asarray(trace.posterior[name])[:, taken : taken + n] for name in self.names]
+        self.taken += n
+        return values, stats
+
+
+def sample(job: Job, attempt: Attempt | None = None) -> Answer:
     """Sample the job's model with nutpie's NUTS, as every sampler's ``sample`` does.
 
     See :class:`pymc_modal.samplers.Sampler`. nutpie compiles the model anew
     for each job, so the job's fingerprint is not used. The answer's
     ``n_steps`` counts gradient evaluations per draw, as ChEES's does.
     """
-    import nutpie
     from nutpie.compiled_pyfunc import from_pyfunc
 
     settings = job.settings
@@ -223,51 +283,11 @@ def sample(job: Job, started: float | None = None) -> Answer:
         expanded_names=names,
         make_initial_point_fn=start,
     )
-    sampler = None
-    taken = 0
-
-    def warm_up() -> None:
-        nonlocal sampler
-        with arrivals.failing():
-            sampler = nutpie.sample(
-                compiled,
-                draws=total,
-                tune=settings.tune,
-                chains=settings.chains,
-                # Every chain at once, each a thread: a block waits for every chain's draws.
-                cores=settings.chains,
-                seed=settings.seed,
-                target_accept=settings.target_accept,
-                progress_bar=False,
-                save_warmup=False,
-                blocking=False,
-                **settings.sampler_options,
-            )
-        arrivals.wait_for(settings.tune, sampler)
-
-    def draw(n: int) -> blocks.Draw:
-        nonlocal taken
-        if bar is not None and taken:
-            bar.total += settings.chains * n
-        arrivals.wait_for(settings.tune + taken + n, sampler)
-        # A draw is in the trace just after its chain expanded it.
-        while True:
-            trace = sampler.inspect()
-            stats = {
-                ours: np.asarray(trace.sample_stats[theirs])[:, taken : taken + n]
-                for theirs, ours in _STATS.items()
-            }
-            if not np.isnan(stats["lp"]).any():
-                break
-            arrivals.wait_a_moment()
-        values = [np.asarray(trace.posterior[name])[:, taken : taken + n] for name in names]
-        taken += n
-        return values, stats
-
+    chains = _Chains(settings, compiled, arrivals, graph, names, total)
     try:
-        return blocks.run(settings, graph, warm_up, draw, started)
+        return blocks.run(settings, chains, attempt)
     finally:
-        if sampler is not None and arrivals.error is None:
-            sampler.cancel()
+        if chains.sampler is not None and arrivals.error is None:
+            chains.sampler.cancel()
         if bar is not None:
             bar.close()
