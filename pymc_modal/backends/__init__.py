@@ -26,6 +26,7 @@ __all__ = [
     "choose",
     "close_all",
     "get",
+    "say_stopping",
 ]
 
 NAMES = ("local", "modal")
@@ -164,6 +165,14 @@ def choose(name: str) -> Backend:
         return modal
     _say_why_local()
     return get("local")
+
+
+def say_stopping() -> None:
+    """Say what the first Ctrl-C of a waited call did, and what a second does."""
+    _log.warning(
+        "Stopping after the current block; the draws so far come back. "
+        "Press Ctrl-C again to stop at once, with nothing back."
+    )
 
 
 def close_all() -> None:

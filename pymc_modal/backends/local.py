@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pymc_modal import payload
-from pymc_modal.backends import Delivery, OnAnswer
+from pymc_modal.backends import Delivery, OnAnswer, say_stopping
 from pymc_modal.config import Options
 from pymc_modal.errors import RunTimeoutError, WorkerError
 from pymc_modal.paths import (
@@ -298,7 +298,7 @@ class _Pool:
                             raise
                         interrupted = True
                         _ask_stop([payload.job_checkpoint(self.jobs[i]) for i in running])
-                        _log_stopping()
+                        say_stopping()
                         continue
                     job = running.pop(index)
                     if not job.answered(done):
@@ -323,13 +323,6 @@ class _Pool:
                     job.worker.stop()
                 raise
         return [deliveries[index] for index in range(len(self.jobs))]
-
-
-def _log_stopping() -> None:
-    _log.warning(
-        "Stopping after the current block; the draws so far come back. "
-        "Press Ctrl-C again to stop at once, with nothing back."
-    )
 
 
 def _alive(pid: int) -> bool:

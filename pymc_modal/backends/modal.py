@@ -39,7 +39,7 @@ import modal.exception
 from modal.volume import FileEntryType
 
 from pymc_modal import payload
-from pymc_modal.backends import Delivery, OnAnswer
+from pymc_modal.backends import Delivery, OnAnswer, say_stopping
 from pymc_modal.config import DEFAULT_TIMEOUT, Options
 from pymc_modal.errors import (
     InvalidOptionError,
@@ -277,10 +277,7 @@ def _wait(call: modal.FunctionCall, options: Options, job: bytes) -> bytes:
                 raise
             interrupted = True
             _ask_stop([payload.job_checkpoint(job)])
-            _log.warning(
-                "Stopping after the current block; the draws so far come back. "
-                "Press Ctrl-C again to stop at once, with nothing back."
-            )
+            say_stopping()
 
 
 # The app this process keeps running between waited calls, and the stack that stops it.
