@@ -514,7 +514,7 @@ def test_run_stop_reaches_a_detached_modal_run_through_the_results_volume(modal_
 
     assert [path.endswith("/stop") for path in modal_server.uploaded] == [True]
     # Stopped in its warm-up: nothing drawn, the steps kept.
-    with pytest.raises(NoDrawsError, match=r"after 3 of 50 warm-up steps, because it was asked"):
+    with pytest.raises(NoDrawsError, match=r"after 2 of 50 warm-up steps, because it was asked"):
         pymc_modal.fetch(run.id)
     modal_server.hold = False
     with pytest.warns(NotConvergedWarning, match="max_draws"):

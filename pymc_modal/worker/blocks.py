@@ -47,8 +47,9 @@ Draw = tuple[list[np.ndarray], dict[str, np.ndarray]]
 # The most sampling between two checkpoints, about: a run without a target draws in blocks
 # this long, by the pace of its warm-up, and a long warm-up is saved this often.
 BLOCK_SECONDS = 600.0
-# A warm-up that can be stepped in stretches is, in this many.
-_WARM_UP_PARTS = 20
+# A warm-up that can be stepped in stretches first takes this part of its steps, to
+# measure its pace; then stretches of about BLOCK_SECONDS, or what is left before the deadline.
+_FIRST_STRETCH = 1 / 20
 
 _COMPILE_EVENTS = frozenset(
     {
@@ -222,14 +223,6 @@ def _say(line: str) -> None:
     sys.stderr.flush()
 
 
-def _parts(steps: int, parts: int) -> list[int]:
-    """``steps`` in at most ``parts`` stretches of two lengths, the longer first."""
-    if steps <= 0:
-        return []
-    whole, rest = divmod(steps, min(parts, steps))
-    return [whole + 1] * rest + [whole] * (min(parts, steps) - rest)
-
-
 class Steps(Protocol):
     """A sampler's chains as :func:`run` steps them, each call going on from the last.
 
@@ -359,30 +352,44 @@ class _Run:
         )
 
     def warm_up(self) -> None:
-        """The warm-up steps not yet done, in stretches where the sampler allows, saved at most
-        every :data:`BLOCK_SECONDS` and at the end."""
+        """The warm-up steps not yet done, saved at the end.
+
+        A sampler that allows it is stepped in stretches: a first twentieth to
+        measure the pace, then stretches of about :data:`BLOCK_SECONDS`, each
+        saved, or shorter to end before the deadline, where the warm-up stops.
+        """
         settings, attempt = self.settings, self.attempt
-        parts = _parts(settings.tune - self.tuned, _WARM_UP_PARTS if self.steps.stretches else 1)
-        for length in parts:
-            reason = None if self.per_step is None else self._ends_early(length * self.per_step)
-            if reason is not None:
-                raise self._refuse(reason)
+        stepped = False
+        while self.tuned < settings.tune:
+            left = settings.tune - self.tuned
+            if not self.steps.stretches:
+                length = left
+            elif self.per_step is None:
+                length = max(1, int(settings.tune * _FIRST_STRETCH))
+            else:
+                length = min(left, max(1, int(BLOCK_SECONDS / self.per_step)))
+                if attempt.deadline is not None:
+                    fits = int((attempt.deadline - time.perf_counter()) / self.per_step)
+                    length = min(length, fits)
+                reason = self._ends_early(None) or ("deadline" if length <= 0 else None)
+                if reason is not None:
+                    raise self._refuse(reason)
             compiled, began = self.clock.seconds, time.perf_counter()
             self.steps.tune(length)
             now = time.perf_counter()
-            first = self.per_step is None
+            first, stepped = self.per_step is None, True
             self.tuned += length
             self.per_step = max(1e-9, (now - began - (self.clock.seconds - compiled)) / length)
-            left = self.per_step * (settings.tune - self.tuned)
-            if first and attempt.deadline is not None and now + left > attempt.deadline:
+            more = self.per_step * (settings.tune - self.tuned)
+            if first and attempt.deadline is not None and now + more > attempt.deadline:
                 _say(
-                    f"Warm-up needs about {format_seconds(left)} more, and this attempt's time "
+                    f"Warm-up needs about {format_seconds(more)} more, and this attempt's time "
                     f"ends in {format_seconds(max(0.0, attempt.deadline - now))}: it will stop "
                     "then, its checkpoint kept, before its first draw."
                 )
             if now - self.saved_at >= BLOCK_SECONDS and self.tuned < settings.tune:
                 self.save()
-        if parts:
+        if stepped:
             self.save()
 
     def draw(self) -> None:

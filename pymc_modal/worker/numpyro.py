@@ -36,7 +36,7 @@ __all__ = ["Sampler", "compile_sampler", "sample"]
 
 # What each draw collects besides the kept variables.
 _FIELDS = tuple(dict.fromkeys(("diverging", *EXTRA_FIELDS)))
-# With a progress bar, each block is stepped in about this many stretches.
+# With a progress bar, each stretch of warm-up and each block is stepped in about this many.
 _UPDATES = 20
 # The last run's compiled sampler, under what it was compiled for.
 _warm: tuple[tuple[str | None, bytes], Sampler] | None = None
@@ -243,17 +243,19 @@ class _Chains:
         self.current = self.sampler.start(self.keys, self.points)
 
     def tune(self, steps: int) -> None:
-        self.current = self.sampler.tune_steps(self.current, steps, first=self.fresh)
-        self.current = jax.block_until_ready(self.current)
-        self.fresh = False
-        if self.bar is not None:
-            self.bar.update(steps)
+        # No steps is still one program, which starts parallel chains.
+        for length in _stretches(steps, self.bar) or [0]:
+            self.current = self.sampler.tune_steps(self.current, length, first=self.fresh)
+            self.current = jax.block_until_ready(self.current)
+            self.fresh = False
+            if self.bar is not None:
+                self.bar.update(length)
 
     def draw(self, n: int) -> blocks.Draw:
         """The next ``n`` draws, by the program of the shortest block at least as long."""
         from pymc.sampling.jax import _numpyro_stats_to_dict
 
-        if self.fresh:  # no warm-up is still one program, which starts parallel chains
+        if self.fresh:
             self.tune(0)
         bar = self.bar
         if bar is not None and bar.n >= bar.total:
