@@ -262,15 +262,6 @@ def test_stopping_an_unknown_run_says_where_it_looked(capsys):
     assert "No run '20260101-000000-abcdef' on this machine" in capsys.readouterr().err
 
 
-def test_checkpoint_files_are_named_in_one_place(tmp_path):
-    files = paths.CheckpointPaths(tmp_path)
-    assert (files.state.name, files.stop.name, files.draws(0, 20).name) == (
-        "state",
-        "stop",
-        "draws-0-20",
-    )
-
-
 SAMPLER_CHAINS = {"numpyro": 2, "chees": 8}
 
 
