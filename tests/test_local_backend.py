@@ -96,11 +96,23 @@ def _ended_within(pid: int, seconds: float) -> bool:
         os.close(handle)
 
 
+def _read_until(client: subprocess.Popen, text: bytes) -> None:
+    seen = b""
+    while text not in seen:
+        ready, _, _ = select.select([client.stderr], [], [], 60)
+        assert ready, f"the client did not say {text!r} in 60 s:\n{seen.decode()}"
+        chunk = os.read(client.stderr.fileno(), 4096)
+        assert chunk, f"client ended early:\n{seen.decode()}"
+        seen += chunk
+
+
 @pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs Linux /proc and pidfd_open")
-def test_ctrl_c_stops_the_workers_and_leaves_nothing_running():
+def test_a_second_ctrl_c_stops_the_workers_and_leaves_nothing_running():
     client = _start_client()
     try:
         workers = _workers_once_sampling(client)
+        os.kill(client.pid, signal.SIGINT)  # asks the runs to end after their block
+        _read_until(client, b"Press Ctrl-C again to stop at once")
         os.kill(client.pid, signal.SIGINT)
         client.stderr.read()
         assert client.wait(timeout=60) != 0
