@@ -339,9 +339,9 @@ class _Run:
         )
         kept = ""
         if self.checkpoint is not None:
-            longer = ", with a longer timeout (pymc_modal.gpu(timeout=...))" * (
-                reason == "deadline"
-            )
+            longer = ""
+            if reason == "deadline":
+                longer = ", with a longer timeout (pymc_modal.gpu(timeout=...))"
             kept = (
                 " Its checkpoint is kept: call again with the same arguments to go on from "
                 f"warm-up step {self.tuned:,}{longer}."
