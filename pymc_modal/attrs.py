@@ -19,6 +19,7 @@ __all__ = [
     "DATA_BYTES",
     "DEVICE",
     "ERROR",
+    "FIT",
     "GPU",
     "GPU_SECONDS",
     "PAYLOAD_BYTES",
@@ -49,6 +50,9 @@ GPU = "pymc_modal_gpu"
 GPU_SECONDS = "pymc_modal_gpu_seconds"
 COST_USD = "pymc_modal_cost_usd"
 RUN_ID = "pymc_modal_run_id"
+# The key of the sampling call that made the result, under which `store` keeps its record
+# for `pymc_modal.extend` and `warm_start=`.
+FIT = "pymc_modal_fit"
 # Why the run stopped (see `pymc_modal.job.Answer.stop_reason`), what failed if a block
 # did, and the attempts it took.
 STOP_REASON = "pymc_modal_stop_reason"

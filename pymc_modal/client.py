@@ -8,6 +8,7 @@ what ``pm.sample`` returns on this installation.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import types
 import warnings
@@ -18,15 +19,16 @@ import pytensor
 from pymc.model import modelcontext
 from pymc.sampling.parallel import _cpu_count
 
-from pymc_modal import pipeline, samplers
+from pymc_modal import attrs, pipeline, samplers, store
 from pymc_modal._compat import jax_seed
 from pymc_modal.checks import closest, count, is_number, is_whole
 from pymc_modal.config import resolve
 from pymc_modal.errors import InvalidOptionError, UnsupportedArgumentError
 from pymc_modal.job import SampleSettings
-from pymc_modal.runs import Run
+from pymc_modal.paths import fits_dir
+from pymc_modal.runs import Run, fetch
 
-__all__ = ["prepare", "sample"]
+__all__ = ["WARM_TUNE", "extend", "prepare", "sample"]
 
 # Arguments of pm.sample that mean nothing when a JAX sampler runs on a worker.
 _UNSUPPORTED = {
@@ -44,6 +46,10 @@ _UNSUPPORTED = {
     "keep_warning_stat": "there is no warning stat on the JAX path",
     "progressbar_theme": "the progress bar is the sampler's own",
 }
+# A warm start's warm-up steps by default. NumPyro adapts the mass matrix in windows that
+# double, the last the longest; 200 steps left it too few draws to estimate from
+# (BENCHMARKS.md, "Warm start").
+WARM_TUNE = 400
 # pm.sample arguments accepted only at their default value.
 _FIXED = {"discard_tuned_samples": True, "return_inferencedata": True}
 # Keys of nuts_sampler_kwargs (or nuts=) that go to the sampling driver, not the NUTS kernel.
@@ -191,7 +197,7 @@ def _jax_seed(random_seed, chains: int) -> int:
 def sample(
     draws: int = 1000,
     *,
-    tune: int = 1000,
+    tune: int | None = None,
     chains: int | None = None,
     target_accept: float | None = None,
     random_seed=None,
@@ -216,6 +222,7 @@ def sample(
     sampler: str | None = None,
     wait: bool = True,
     refit: bool = False,
+    warm_start=None,
     **kwargs: Any,
 ):
     """Draw samples from the posterior on a worker, as ``pm.sample`` does.
@@ -228,8 +235,9 @@ def sample(
     ----------
     draws : int, default 1000
         The number of samples to draw per chain. Tuning samples are discarded.
-    tune : int, default 1000
-        Number of tuning (warm-up) iterations per chain.
+    tune : int, optional
+        Number of tuning (warm-up) iterations per chain: 1000 by default, as
+        in ``pm.sample``, or :data:`WARM_TUNE` (400) with ``warm_start``.
     chains : int, optional
         The number of chains; by default ``max(2, min(4, cpu_count))`` as in
         ``pm.sample``.
@@ -317,6 +325,12 @@ def sample(
         library versions and GPU) has stored its result on this machine. A
         waited call with a ``random_seed`` otherwise returns that stored
         result at once, without starting a worker, and says so.
+    warm_start : InferenceData, DataTree or str, optional
+        An earlier fit of the same model (its result, or its detached run's
+        id), on other data or with another seed, sampled on the same
+        backend: the warm-up starts from its adapted step size and mass
+        matrix, and is shorter (400 steps by default). NumPyro's NUTS only
+        (``sampler="numpyro"``, for both fits).
 
     Returns
     -------
@@ -346,8 +360,38 @@ def sample(
     arguments = dict(locals())
     arguments.update(arguments.pop("kwargs"))
     wait, refit = arguments.pop("wait"), arguments.pop("refit")
-    outcome = pipeline.run(prepare(**arguments), wait=wait, refit=refit)
+    return _run(prepare(**arguments), wait, refit)
+
+
+def _run(request: pipeline.Request, wait: bool, refit: bool):
+    outcome = pipeline.run(request, wait=wait, refit=refit)
     return outcome if wait else Run(outcome)
+
+
+def _previous(previous, name: str) -> tuple[Any, store.Fit]:
+    """An earlier fit's result and record, from the result or its detached run's id.
+
+    Raises
+    ------
+    InvalidOptionError
+        If ``previous`` is neither, or this machine has no record of its fit.
+    """
+    if isinstance(previous, str):
+        previous = fetch(previous)
+    key = getattr(previous, "attrs", {}).get(attrs.FIT)
+    if key is None:
+        raise InvalidOptionError(
+            f"{name}={type(previous).__name__}: pass the result of pymc_modal.sample (or "
+            f"extend), or a detached run's id; this has no {attrs.FIT!r} attr."
+        )
+    fit = store.load_fit(key)
+    if fit is None:
+        raise InvalidOptionError(
+            f"{name}: this machine has no record of the fit that made this result (looked "
+            f"for {fits_dir() / key}); it was made on another machine, or with a version of "
+            "pymc_modal before 0.2. Sample it again here."
+        )
+    return previous, fit
 
 
 def prepare(**arguments: Any) -> pipeline.Request:
@@ -364,7 +408,14 @@ def prepare(**arguments: Any) -> pipeline.Request:
     _refuse_unsupported(dict(given.kwargs), given.nuts_sampler)
     model = modelcontext(given.model)
     draws = count("draws", given.draws, "draws per chain (with target_ess, per block)", 1000)
-    tune = count("tune", given.tune, "tuning steps per chain, 0 or more", 1000, least=0)
+    options = resolve(
+        backend=given.backend, gpu=given.gpu, workers=given.workers, sampler=given.sampler
+    )
+    previous = None if given.warm_start is None else _warm_start(given.warm_start, options.sampler)
+    tune = given.tune
+    if tune is None:
+        tune = 1000 if previous is None else WARM_TUNE
+    tune = count("tune", tune, "tuning steps per chain, 0 or more", 1000, least=0)
     if given.chains is None:
         chains = max(2, min(4, _cpu_count()))
     else:
@@ -375,9 +426,6 @@ def prepare(**arguments: Any) -> pipeline.Request:
             f"var_names=[{given.var_names!r}]."
         )
     idata_kwargs = dict(given.idata_kwargs or {})
-    options = resolve(
-        backend=given.backend, gpu=given.gpu, workers=given.workers, sampler=given.sampler
-    )
     target_accept, driver = _sampler_options(
         given.nuts_sampler_kwargs, given.nuts, given.target_accept, options.sampler, chains
     )
@@ -401,6 +449,7 @@ def prepare(**arguments: Any) -> pipeline.Request:
         log_likelihood=bool(idata_kwargs.get("log_likelihood", False)),
         float_x=pytensor.config.floatX,
         sampler=options.sampler,
+        warm_start=None if previous is None else previous.fit.checkpoints[0],
         **driver,
         **target,
     )
@@ -411,4 +460,142 @@ def prepare(**arguments: Any) -> pipeline.Request:
         quiet=given.quiet,
         idata_kwargs=idata_kwargs,
         convergence_checks=given.compute_convergence_checks,
+        previous=previous,
     )
+
+
+def _warm_start(warm_start, sampler: str) -> pipeline.Previous:
+    """The earlier fit a warm start starts from, if ``sampler`` can start from it.
+
+    Raises
+    ------
+    UnsupportedArgumentError
+        If either fit's sampler cannot warm-start, or they differ.
+    """
+    _, fit = _previous(warm_start, "warm_start")
+    able = [name for name, entry in samplers.SAMPLERS.items() if entry.warm_start]
+    for name in (sampler, fit.settings.sampler):
+        if not samplers.get(name).warm_start:
+            raise UnsupportedArgumentError(
+                f"warm_start: sampler={name!r} cannot start from an earlier fit's adapted "
+                f"sampler, only {', '.join(map(repr, able))}; "
+                + (
+                    "nutpie adapts inside its own Rust threads and hands no state out."
+                    if name == "nutpie"
+                    else "BlackJAX's ChEES adaptation starts from nothing."
+                )
+            )
+    if fit.settings.sampler != sampler:
+        raise UnsupportedArgumentError(
+            f"warm_start: the earlier fit used sampler={fit.settings.sampler!r} and this one "
+            f"sampler={sampler!r}; warm-start with the same sampler."
+        )
+    return pipeline.Previous(fit)
+
+
+def extend(
+    previous,
+    draws: int | None = None,
+    *,
+    target_ess: int | None = None,
+    max_rhat: float | None = None,
+    max_draws: int | None = None,
+    max_seconds: float | None = None,
+    max_cost: float | None = None,
+    progressbar: bool = True,
+    quiet: bool = False,
+    compute_convergence_checks: bool = True,
+    model=None,
+    wait: bool = True,
+):
+    """Go on sampling from where an earlier run ended, with no second warm-up.
+
+    The chains go on from the earlier run's last checkpoint, with its
+    adapted kernel, seed and settings, on the same backend and GPU: a run of
+    N draws extended by M returns the N + M draws one run of N + M would.
+    It works as well for a run that reached its target, stopped at a cap,
+    was stopped, or ended early.
+
+    Parameters
+    ----------
+    previous : InferenceData, DataTree or str
+        The earlier run's result (from :func:`sample` or :func:`extend`), or
+        its detached run's id (waited for if it is still running).
+    draws : int, optional
+        Without ``target_ess``: the draws per chain to add (required). With
+        it: the draws of each block, by default the earlier call's ``draws``.
+    target_ess, max_rhat, max_draws, max_seconds, max_cost
+        Go on until the smallest bulk and tail ESS reach ``target_ess``, or
+        a cap, as in :func:`sample`; ``max_draws`` counts the earlier draws
+        too, ``max_seconds`` and ``max_cost`` this call's worker only.
+    progressbar, quiet, compute_convergence_checks, model, wait
+        As in :func:`sample`.
+
+    Returns
+    -------
+    arviz.InferenceData or xarray.DataTree
+        Every draw, the earlier run's first, as :func:`sample` returns them
+        (a :class:`pymc_modal.runs.Run` if ``wait=False``). Its attrs count
+        this call's seconds and cost.
+
+    Raises
+    ------
+    UnsupportedArgumentError
+        If the earlier run's sampler cannot go on from a finished run (nutpie).
+    InvalidOptionError
+        If ``previous`` is not a result of this package made on this machine,
+        the model or its data differ from the earlier run's, no draws or
+        target is given, or the target is already met.
+    """
+    idata, fit = _previous(previous, "previous")
+    earlier = fit.settings
+    if not samplers.get(earlier.sampler).checkpoints:
+        raise UnsupportedArgumentError(
+            f"extend: sampler={earlier.sampler!r} cannot go on from a finished run: nutpie "
+            "draws a fixed number of draws, and its adapted state stays in its Rust threads. "
+            "Sample again with more draws, or use sampler='numpyro' or 'chees'."
+        )
+    drawn = idata["posterior"].sizes["draw"]
+    if target_ess is None:
+        if draws is None:
+            raise InvalidOptionError(
+                "extend: pass draws=, the draws per chain to add (e.g. draws=1000), or "
+                "target_ess= to go on until the ESS reaches it."
+            )
+        more = count("draws", draws, "draws per chain to add", 1000)
+        target = _target_settings(more, None, max_rhat, max_draws, max_seconds, max_cost)
+        length = drawn + more
+    else:
+        length = count("draws", earlier.draws if draws is None else draws, "draws a block", 1000)
+        target = _target_settings(length, target_ess, max_rhat, max_draws, max_seconds, max_cost)
+        reached = attrs.convergence(idata.attrs)
+        if (
+            reached is not None
+            and min(reached.min_ess_bulk, reached.min_ess_tail) >= target["target_ess"]
+            and reached.max_rhat <= target["max_rhat"]
+        ):
+            raise InvalidOptionError(
+                f"extend: the earlier run already reached target_ess={target['target_ess']} "
+                f"(min bulk ESS {reached.min_ess_bulk:.0f}, min tail ESS "
+                f"{reached.min_ess_tail:.0f}, max R-hat {reached.max_rhat:.3f}); pass a "
+                "higher target_ess= or a lower max_rhat=."
+            )
+    stopping = {"target_ess": None, "max_rhat": 1.01, "max_draws": None}
+    stopping.update(max_seconds=None, max_cost=None, price_per_second=None)
+    settings = dataclasses.replace(
+        earlier,
+        **{**stopping, **target},
+        draws=length,
+        progressbar=bool(progressbar) and not quiet,
+        extend=True,
+    )
+    request = pipeline.Request(
+        modelcontext(model),
+        settings,
+        fit.options,
+        quiet=quiet,
+        idata_kwargs=fit.idata_kwargs,
+        convergence_checks=compute_convergence_checks,
+        previous=pipeline.Previous(fit, drawn),
+    )
+    return _run(request, wait, refit=False)

@@ -62,6 +62,12 @@ class SampleSettings:
     ``max_seconds`` of the worker's own time, or ``max_cost`` dollars of it
     at ``price_per_second`` (also what the forecast of the cost to the
     target is priced at; None where nothing is billed). See :mod:`pymc_modal.worker.blocks`.
+
+    ``extend`` lets the run go on from its chains' checkpoint even where the
+    run that saved it had ended as asked (:func:`pymc_modal.extend`).
+    ``warm_start`` names the checkpoint of an earlier fit of the same model
+    whose adapted step size and mass matrix the chains start with
+    (``sample(warm_start=...)``).
     """
 
     draws: int
@@ -85,6 +91,8 @@ class SampleSettings:
     max_seconds: float | None = None
     max_cost: float | None = None
     price_per_second: float | None = None
+    extend: bool = False
+    warm_start: str | None = None
 
 
 # Why a run ended before it drew what it was asked for: its attempt's time ran out, it
@@ -92,8 +100,12 @@ class SampleSettings:
 # checkpoint.
 ENDED_EARLY = ("deadline", "stopped", "error")
 # Settings that decide only when a run stops, not what it draws: runs that differ in
-# nothing else draw the same chains, so one can go on from the other's checkpoint.
+# nothing else draw the same chains (the first draws of a longer run are a shorter run's),
+# so one can go on from the other's checkpoint.
 _STOPPING = {
+    "draws": 0,
+    "max_draws": None,
+    "extend": False,
     "progressbar": False,
     "target_ess": None,
     "max_rhat": 1.01,

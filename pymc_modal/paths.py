@@ -24,6 +24,7 @@ __all__ = [
     "cache_dir",
     "checkpoints_dir",
     "compilation_cache_dir",
+    "fits_dir",
     "results_dir",
     "runs_dir",
     "write_atomically",
@@ -47,6 +48,11 @@ def results_dir() -> Path:
 def runs_dir() -> Path:
     """The folder of this machine's detached runs."""
     return cache_dir() / "runs"
+
+
+def fits_dir() -> Path:
+    """The records of this machine's sampling calls, which ``extend`` and ``warm_start`` read."""
+    return cache_dir() / "fits"
 
 
 def blob_dir() -> Path:
@@ -156,10 +162,6 @@ class CheckpointPaths:
     def draws(self, start: int, stop: int) -> Path:
         """The draws ``start`` to ``stop`` of every chain, written once."""
         return self.folder / f"draws-{start}-{stop}"
-
-    def every_draws(self) -> list[Path]:
-        """Every file of draws in the folder."""
-        return sorted(self.folder.glob("draws-*"))
 
 
 @contextlib.contextmanager

@@ -44,6 +44,7 @@ from pymc_modal.job import ENDED_EARLY, Answer, Convergence, ForwardSettings, Sa
 __all__ = [
     "Encoded",
     "Plan",
+    "Previous",
     "Request",
     "detach",
     "encode",
@@ -58,6 +59,22 @@ __all__ = [
 ]
 
 _log = logging.getLogger("pymc_modal")
+
+
+@dataclasses.dataclass(frozen=True)
+class Previous:
+    """An earlier sampling call that a call goes on from or starts from.
+
+    Attributes
+    ----------
+    fit : store.Fit
+        Its record.
+    drawn : int
+        The draws per chain its result holds.
+    """
+
+    fit: store.Fit
+    drawn: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +93,9 @@ class Request:
         As ``pm.sample`` takes them, for a sampling call.
     convergence_checks : bool
         Warn about R-hat, ESS and divergences as ``pm.sample`` does.
+    previous : Previous, optional
+        The earlier fit an extension goes on from (``settings.extend``), or
+        a warm start starts from (``settings.warm_start``).
     started : float
         When the call began, by :func:`time.perf_counter`.
     """
@@ -86,6 +106,7 @@ class Request:
     quiet: bool = False
     idata_kwargs: dict[str, Any] | None = None
     convergence_checks: bool = False
+    previous: Previous | None = None
     started: float = dataclasses.field(default_factory=time.perf_counter)
 
 
@@ -185,6 +206,9 @@ def plan(request: Request) -> Plan:
         settings = _bounded(settings, checked, options, backend.name, price)
     shares = tuple(fanout.split(settings, options.workers))
     preflight.check_start(request.model, shares)
+    checkpoints = store.checkpoint_names(checked.fingerprint, shares)
+    if request.previous is not None:
+        _check_previous(request.previous, settings, checked, checkpoints, backend.name)
     return Plan(
         request,
         backend,
@@ -195,10 +219,56 @@ def plan(request: Request) -> Plan:
         shares,
         checked=checked,
         key=store.key(checked.fingerprint, shares, where),
-        checkpoints=store.checkpoint_names(checked.fingerprint, shares),
+        checkpoints=checkpoints,
         context=result.context(request.model, request.idata_kwargs),
         seconds={"preflight": time.perf_counter() - start},
     )
+
+
+def _check_previous(
+    previous: Previous,
+    settings: SampleSettings,
+    checked: preflight.Checked,
+    checkpoints: tuple[str, ...],
+    backend_name: str,
+) -> None:
+    """Refuse an extension or warm start that its earlier fit cannot serve.
+
+    Raises
+    ------
+    InvalidOptionError
+        If an extension's model or data differ from the earlier fit's, or it
+        may draw no more than the earlier fit has; if a warm start's model
+        has other parameters or runs on another backend.
+    """
+    if settings.extend:
+        if settings.target_ess is not None and settings.max_draws <= previous.drawn:
+            raise InvalidOptionError(
+                f"extend: max_draws={settings.max_draws:,} leaves no draws to add to the "
+                f"earlier run's {previous.drawn:,} a chain; pass a larger max_draws= (it is "
+                "bounded by pymc_modal.options(max_result_bytes=...) unless given)."
+            )
+        if checkpoints != previous.fit.checkpoints:
+            raise InvalidOptionError(
+                "extend: this model or its data differ from the earlier run's, so its chains "
+                "cannot go on here. Extend with the same model and data; to fit new data "
+                "from the earlier run's adapted sampler, use "
+                "pymc_modal.sample(..., warm_start=previous)."
+            )
+        return
+    fit = previous.fit
+    if fit.options.backend != backend_name:
+        raise InvalidOptionError(
+            f"warm_start: the earlier fit ran on the {fit.options.backend} backend, which "
+            f"keeps its adapted sampler, and this one would run on the {backend_name} backend; "
+            f"pass backend={fit.options.backend!r}."
+        )
+    if checked.parameters != fit.parameters:
+        raise InvalidOptionError(
+            f"warm_start: the earlier fit's model has {fit.parameters:,} unconstrained "
+            f"parameters and this one {checked.parameters:,}, so its mass matrix does not fit. "
+            "Warm-start the same model, with data of the same shapes."
+        )
 
 
 def _bounded(
@@ -301,6 +371,16 @@ def encode(planned: Plan) -> Encoded:
     }
     if planned.checked is not None:
         known[attrs.RESULT_BYTES_ESTIMATED] = planned.checked.result_bytes
+        known[attrs.FIT] = planned.key
+        request = planned.request
+        fit = store.Fit(
+            planned.settings,
+            dataclasses.replace(request.options, backend=planned.backend.name),
+            request.idata_kwargs or {},
+            planned.checkpoints,
+            planned.checked.parameters,
+        )
+        store.save_fit(planned.key, fit)
     return Encoded(planned, jobs, tuple(sorted(blobs)), known, seconds)
 
 
@@ -469,9 +549,9 @@ def warn_if_short(idata, stacklevel: int) -> None:
             f"Sampling stopped at {reason} after {record.draws:,} draws per chain "
             f"({record.blocks} blocks), short of target_ess={record.target_ess} with "
             f"max_rhat={record.max_rhat_target}{_reached(record)}. Reaching it was forecast to "
-            f"take {forecast}. The draws are returned; to go on, sample again with a larger cap "
-            "(max_draws is bounded by pymc_modal.options(max_result_bytes=...) unless given): "
-            "it goes on from this run's checkpoint."
+            f"take {forecast}. The draws are returned; to go on from this run's checkpoint, "
+            "pass the result to pymc_modal.extend(), or sample again with a larger cap "
+            "(max_draws is bounded by pymc_modal.options(max_result_bytes=...) unless given)."
         )
     warnings.warn(message, NotConvergedWarning, stacklevel=stacklevel + 1)
 

@@ -81,11 +81,14 @@ class Checked:
         returned variables as a JAX program, the values of its constants
         (the data), and the model's initial point. Stable across processes,
         unlike the model's pickle.
+    parameters : int
+        The model's unconstrained parameters, elements of its value variables.
     """
 
     result_bytes: int
     draw_bytes: int
     fingerprint: str
+    parameters: int
 
 
 def _fingerprint(closed, point: dict[str, np.ndarray]) -> str:
@@ -150,7 +153,10 @@ def _jaxify(model, settings: SampleSettings) -> Checked:
         ) from exc
     per_draw = draw_bytes(outputs)
     draws = settings.max_draws or settings.draws
-    return Checked(per_draw * draws * settings.chains, per_draw, _fingerprint(closed, point))
+    parameters = sum(math.prod(np.shape(point[v.name])) for v in model.value_vars)
+    return Checked(
+        per_draw * draws * settings.chains, per_draw, _fingerprint(closed, point), parameters
+    )
 
 
 def draw_bytes(outputs) -> int:

@@ -91,7 +91,11 @@ class Sampler:
     checkpoints : bool
         Its chains' state can be saved and gone on from, so an attempt
         resumes where an earlier one left off; otherwise a restart begins
-        again (deadlines, stops and partial results work all the same).
+        again (deadlines, stops and partial results work all the same), and
+        a finished run cannot be extended (:func:`pymc_modal.extend`).
+    warm_start : bool
+        It can start a new fit from an earlier fit's adapted kernel
+        (``sample(warm_start=...)``).
     """
 
     name: str
@@ -103,6 +107,7 @@ class Sampler:
     memory_follows_var_names: bool = True
     most_blocks: int | None = None
     checkpoints: bool = True
+    warm_start: bool = False
 
     def check_options(self, given: dict[str, object], chains: int, also: Iterable[str]) -> None:
         """Refuse options this sampler does not take, or values it cannot use.
@@ -165,6 +170,7 @@ SAMPLERS = {
             _numpyro_nuts_options,
             _NUMPYRO_VALUES,
             "NumPyro NUTS options",
+            warm_start=True,
         ),
         Sampler(
             "nutpie",
@@ -187,6 +193,8 @@ SAMPLERS = {
             {},
             "ChEES's options",
             ensemble=True,
+            # BlackJAX's ChEES adaptation starts from no mass matrix or trajectory length.
+            warm_start=False,
         ),
     )
 }

@@ -10,6 +10,10 @@ runs. Each stored result is a folder in :func:`pymc_modal.paths.results_dir`
 holding the workers' answers as they came and the result's attrs, so it is
 wrapped with the calling model's coords and data like a fresh one.
 
+Each sampling call leaves a :class:`Fit` record under its key in
+:func:`pymc_modal.paths.fits_dir`, named by its result's attrs: what
+:func:`pymc_modal.extend` and ``sample(warm_start=...)`` need of it.
+
 Each detached run has a folder in :func:`pymc_modal.paths.runs_dir` holding
 its record (backend, price, attrs, and what the backend needs to find its
 workers again), what wrapping its result takes from the client's model, the
@@ -36,9 +40,11 @@ import numpy as np
 
 from pymc_modal import attrs as result_attrs
 from pymc_modal import payload
+from pymc_modal.config import Options
 from pymc_modal.job import ENDED_EARLY, SampleSettings, chain_settings
 from pymc_modal.paths import (
     RunPaths,
+    fits_dir,
     results_dir,
     runs_dir,
     write_atomically,
@@ -46,14 +52,17 @@ from pymc_modal.paths import (
 )
 
 __all__ = [
+    "Fit",
     "checkpoint_names",
     "key",
     "load",
+    "load_fit",
     "new_run_folder",
     "read_context",
     "read_record",
     "remove_run",
     "save",
+    "save_fit",
     "write_result",
     "write_run",
 ]
@@ -105,6 +114,45 @@ def checkpoint_names(fingerprint: str, shares: Sequence[SampleSettings]) -> tupl
         for c in chains
     ]
     return tuple(hashlib.sha256(json.dumps(d).encode()).hexdigest() for d in described)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit:
+    """What a later call needs of an earlier sampling call to go on from it or start from it.
+
+    Attributes
+    ----------
+    settings : SampleSettings
+        The whole call's settings, as planned.
+    options : Options
+        Its options, with the backend it ran on.
+    idata_kwargs : dict
+        As it was called with them.
+    checkpoints : tuple of str
+        Each worker's checkpoint.
+    parameters : int
+        The model's unconstrained parameters.
+    """
+
+    settings: SampleSettings
+    options: Options
+    idata_kwargs: dict[str, Any]
+    checkpoints: tuple[str, ...]
+    parameters: int
+
+
+def save_fit(call_key: str, fit: Fit) -> None:
+    """Record a sampling call under its key (what its result's ``pymc_modal_fit`` attr says)."""
+    fits_dir().mkdir(parents=True, exist_ok=True)
+    write_atomically(fits_dir() / call_key, pickle.dumps(fit, pickle.HIGHEST_PROTOCOL))
+
+
+def load_fit(call_key: str) -> Fit | None:
+    """The record of the sampling call ``call_key``, or None if this machine has none."""
+    try:
+        return pickle.loads((fits_dir() / call_key).read_bytes())
+    except FileNotFoundError:
+        return None
 
 
 def load(call_key: str) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:

@@ -59,7 +59,8 @@ class InProcess:
     def submit(self, jobs, options, detached=None) -> _Answered:
         assert detached is None, "runs in this process cannot be detached"
         self.submitted.append(len(jobs))
-        return _Answered([worker.run(job, self.blobs) for job in jobs])
+        storage = worker.Storage(paths.checkpoints_dir())
+        return _Answered([worker.run(job, self.blobs, storage=storage) for job in jobs])
 
     def close(self) -> None:
         pass

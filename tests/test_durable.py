@@ -122,10 +122,28 @@ def test_a_run_without_a_target_is_drawn_in_blocks_each_saved(settings, clock, s
 
     assert answer.posterior["x"].shape == (2, 100) and answer.stop_reason is None
     np.testing.assert_array_equal(answer.posterior["x"], _expected(100))
-    # Ended as asked: the state is kept for a later run to go on from, the draws are not.
+    # Ended as asked: kept whole, marked ended, for an extension to go on from.
     progress, _ = pickle.loads(storage.checkpoint("run").paths.state.read_bytes())
     assert progress.ended and progress.blocks == (20,) * 5 and progress.tuned == 10
-    assert storage.checkpoint("run").paths.every_draws() == []
+
+
+def test_an_extension_goes_on_from_a_finished_run_to_one_longer_runs_draws(
+    settings, clock, storage
+):
+    _run(_settings(settings, draws=60), clock, storage)
+
+    toy = Toy(clock)
+    extended = blocks.run(
+        _settings(settings, extend=True), toy, Attempt(checkpoint=storage.checkpoint("run"))
+    )
+    assert not toy.begun and toy.tuned == 0
+    np.testing.assert_array_equal(extended.posterior["x"], _expected(100))
+    assert (extended.attempts, extended.earlier_seconds) == (1, 0.0)
+
+    # Any other call of the same chains starts afresh rather than take a finished run's draws.
+    toy = Toy(clock)
+    blocks.run(_settings(settings), toy, Attempt(checkpoint=storage.checkpoint("run")))
+    assert toy.begun
 
 
 def test_a_deadline_ends_the_run_before_the_block_that_would_pass_it(settings, clock, storage):
@@ -233,7 +251,7 @@ def test_a_checkpoint_that_cannot_be_saved_does_not_end_the_run(settings, clock,
 def test_an_unreadable_or_other_checkpoint_is_started_over(settings, clock, storage, caplog):
     _run(_settings(settings), clock, storage, deadline=55.0)
     checkpoint = storage.checkpoint("run")
-    (checkpoint.paths.every_draws()[0]).write_bytes(b"not a pickle")
+    checkpoint.paths.draws(0, 20).write_bytes(b"not a pickle")
     clock.now = 0.0
     toy = Toy(clock)
     blocks.run(_settings(settings), toy, Attempt(started=0.0, checkpoint=checkpoint))
@@ -250,7 +268,12 @@ def test_runs_that_differ_only_in_when_they_stop_share_their_checkpoint(settings
 
     base = _settings(settings)
     capped = dataclasses.replace(base, target_ess=400, max_seconds=60.0, progressbar=True)
+    longer = dataclasses.replace(base, draws=500, max_draws=900, extend=True)
     assert checkpoint_names("f", [base]) == checkpoint_names("f", [capped])
+    assert checkpoint_names("f", [base]) == checkpoint_names("f", [longer])
+    assert checkpoint_names("f", [base]) != checkpoint_names(
+        "f", [dataclasses.replace(base, warm_start="earlier")]
+    )
     assert checkpoint_names("f", [base]) != checkpoint_names(
         "f", [dataclasses.replace(base, seed=2)]
     )

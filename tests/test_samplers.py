@@ -250,11 +250,19 @@ def test_readme_table_of_samplers_is_the_registry():
     assert sampler_doc == "{" + ", ".join(f'"{name}"' for name in SAMPLERS) + "}, optional"
 
 
-def test_readme_says_which_samplers_checkpoint_as_the_registry_does():
+def test_readme_says_which_samplers_checkpoint_extend_and_warm_start_as_the_registry_does():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = " ".join(readme.split("## Long runs", 1)[1].split("\n## ", 1)[0].split())
-    saving = [f'"{name}"' for name, entry in SAMPLERS.items() if entry.checkpoints]
-    not_saving = [f'"{name}"' for name, entry in SAMPLERS.items() if not entry.checkpoints]
-    said = re.search(r"`sampler=(.+?) checkpoint; (.+?) cannot", section).groups()
-    assert re.findall(r'"\w+"', said[0]) == saving
-    assert re.findall(r'"\w+"', said[1]) == not_saving
+    section = readme.split("## Long runs", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("| ")]
+    names = re.findall(r'`"(\w+)"`', lines[0])
+    said = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in lines[1:]}
+    capable = {
+        "checkpoint, resume": "checkpoints",
+        "`extend`": "checkpoints",
+        "`warm_start`": "warm_start",
+    }
+
+    assert sorted(names) == sorted(SAMPLERS)
+    for row, flag in capable.items():
+        yes = [name for name, cell in zip(names, said[row], strict=True) if cell.startswith("yes")]
+        assert yes == [name for name in names if getattr(SAMPLERS[name], flag)], row

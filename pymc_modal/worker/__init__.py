@@ -98,6 +98,7 @@ def run(
             checkpoint=None
             if storage is None or job.checkpoint is None
             else storage.checkpoint(job.checkpoint),
+            storage=storage,
         )
         answer = _sample(job, attempt)
         seconds = {**answer.seconds, "load": load_seconds}

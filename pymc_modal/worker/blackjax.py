@@ -25,6 +25,8 @@ __all__ = ["sample"]
 # rate (BENCHMARKS.md, "Samplers", says why not BlackJAX's example rate of 0.025).
 CHEES_INITIAL_STEP_SIZE = 0.1
 CHEES_LEARNING_RATE = 0.1
+# Warm-up and draws whose jitter never repeats: 2**30 steps, the most a 32-bit step count holds.
+_JITTER_SPAN = 2**30
 
 
 def _ticking(tick, adaptation_info_fn):
@@ -126,9 +128,10 @@ def _chees(logp_fn, transform, settings: SampleSettings, tick):
             CHEES_INITIAL_STEP_SIZE,
             optax.adam(CHEES_LEARNING_RATE),
             settings.tune,
-            # Its jitter sequence spans warm-up and this many draws without repeating
-            # (BlackJAX's default is 1,000).
-            max_sampling_steps=max(settings.draws, settings.max_draws or 0, 1000),
+            # Its jitter sequence (a Halton sequence of this many bits' span) then runs
+            # without repeating for any number of draws, and a draw's jitter does not depend
+            # on how many are asked for, so a run goes on as one longer run would.
+            max_sampling_steps=_JITTER_SPAN - settings.tune,
         )
         functions.update({name: f for name, f in parameters.items() if callable(f)})
         arrays = {name: value for name, value in parameters.items() if not callable(value)}

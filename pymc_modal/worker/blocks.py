@@ -279,11 +279,14 @@ class _Run:
             return
         progress, state, self.blocks = loaded
         self.steps.restore(state, progress.tuned + progress.drawn)
-        self.tuned, self.attempts = progress.tuned, progress.attempts + 1
+        self.tuned = progress.tuned
         watch.sizes, watch.draw_seconds = list(progress.blocks), progress.draw_seconds
-        watch.earlier = progress.seconds
         if progress.drawn:
             watch.per_draw = progress.draw_seconds / progress.drawn
+        if progress.ended:  # an extension: a call of its own, which counts its own attempts
+            _say(f"Going on from the earlier run's {progress.drawn:,} draws a chain.")
+            return
+        self.attempts, watch.earlier = progress.attempts + 1, progress.seconds
         _say(
             f"Going on from the checkpoint of attempt {progress.attempts}: {progress.tuned:,} "
             f"of {settings.tune:,} warm-up steps and {progress.drawn:,} draws a chain done."

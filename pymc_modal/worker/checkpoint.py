@@ -6,9 +6,11 @@ and mass matrix, and random key) with the run's progress, and the block's
 draws in a file of their own, written once. The state is written after the
 draws it counts, each file atomically, so whatever a killed worker left is a
 checkpoint to go on from. An attempt that finds a checkpoint of the same
-chains goes on from it; a run that ended as asked keeps its state only. The
-client asks a run to stop by writing a stop file beside it, which the worker
-reads between blocks.
+chains goes on from it; one of a run that ended as asked is marked so, and
+only an extension (:func:`pymc_modal.extend`) goes on from it. The client
+asks a run to stop by writing a stop file beside it, which the worker reads
+between blocks. A warm start reads another fit's checkpoint for its adapted
+kernel (:meth:`Attempt.adapted`).
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ class Progress:
     seconds : float
         The worker's seconds over those attempts, up to this save.
     ended : bool
-        The run ended as asked; its draws are no longer kept.
+        The run ended as asked: only an extension goes on from it.
     """
 
     chains: bytes
@@ -112,15 +114,15 @@ class Checkpoint:
     def load(self, settings: SampleSettings) -> tuple[Progress, Any, list] | None:
         """The progress, sampler state and draws saved for these settings' chains, or None.
 
-        None too where the run ended as asked, or the checkpoint cannot be
-        read (a version of this package that saved otherwise, say): the
-        attempt then starts afresh, and overwrites it.
+        None too where the run ended as asked (unless ``settings.extend``),
+        or the checkpoint cannot be read (a version of this package that
+        saved otherwise, say): the attempt then starts afresh, and overwrites it.
         """
         if not self.paths.state.exists():
             return None
         try:
             progress, state = pickle.loads(self.paths.state.read_bytes())
-            if progress.ended or progress.chains != self.chains(settings):
+            if (progress.ended and not settings.extend) or progress.chains != self.chains(settings):
                 return None
             draws, start = [], 0
             for size in progress.blocks:
@@ -147,11 +149,8 @@ class Checkpoint:
         self.storage.publish()
 
     def end(self, progress: Progress, state: Any) -> None:
-        """Keep the state of a run that ended as asked, without its draws (its answer has them)."""
+        """Mark the run ended as asked; its state and draws stay, for an extension."""
         self.save(dataclasses.replace(progress, ended=True), state)
-        for path in self.paths.every_draws():
-            path.unlink(missing_ok=True)
-        self.storage.publish()
 
     def stop_asked(self) -> bool:
         """Whether the client asked this run to stop since the job was submitted."""
@@ -177,8 +176,32 @@ class Attempt:
         attempt's timeout less the time kept for saving and returning it.
     checkpoint : Checkpoint, optional
         Where the run's checkpoint is kept, if anywhere.
+    storage : Storage, optional
+        Where the backend keeps checkpoints, for a warm start's earlier fit's.
     """
 
     started: float = dataclasses.field(default_factory=time.perf_counter)
     deadline: float | None = None
     checkpoint: Checkpoint | None = None
+    storage: Storage | None = None
+
+    def adapted(self, name: str) -> Any:
+        """The sampler state saved in checkpoint ``name``, for a warm start from it.
+
+        Raises
+        ------
+        FileNotFoundError
+            If the backend keeps no checkpoint of that name (it was cleaned, say).
+        """
+        if self.storage is None:
+            raise FileNotFoundError(f"This worker keeps no checkpoints, so none called {name}.")
+        path = self.storage.checkpoint(name).paths.state
+        with contextlib.suppress(Exception):
+            self.storage.refresh()
+        if not path.exists():
+            raise FileNotFoundError(
+                f"The earlier fit's checkpoint {path} is gone (removed by `python -m pymc_modal "
+                "clean`?), so its adapted kernel cannot be started from: sample without "
+                "warm_start=, or fit the earlier model again first."
+            )
+        return pickle.loads(path.read_bytes())[1]

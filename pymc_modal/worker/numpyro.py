@@ -26,7 +26,14 @@ import jax
 import numpy as np
 from numpyro.util import nested_attrgetter
 
-from pymc_modal.job import EXTRA_FIELDS, Answer, Returned, SampleSettings, returned
+from pymc_modal.job import (
+    EXTRA_FIELDS,
+    Answer,
+    Returned,
+    SampleSettings,
+    chain_settings,
+    returned,
+)
 from pymc_modal.payload import Job
 from pymc_modal.worker import blocks
 from pymc_modal.worker.chains import initial_points
@@ -179,8 +186,11 @@ def _chain_method(settings: SampleSettings) -> str:
     return settings.chain_method
 
 
-def compile_sampler(model, settings: SampleSettings) -> Sampler:
-    """Convert ``model`` to JAX and set up NumPyro's NUTS for ``settings``; nothing runs yet."""
+def compile_sampler(model, settings: SampleSettings, adapted=None) -> Sampler:
+    """Convert ``model`` to JAX and set up NumPyro's NUTS for ``settings``; nothing runs yet.
+
+    ``adapted``: an earlier fit's saved state, for a warm start (:func:`_warm_kernel`).
+    """
     from numpyro.infer import NUTS
     from pymc.sampling.jax import get_jaxified_logp
 
@@ -191,9 +201,29 @@ def compile_sampler(model, settings: SampleSettings) -> Sampler:
         "dense_mass": False,
         **settings.sampler_options,
     }
+    if adapted is not None:
+        nuts_kwargs.update(_warm_kernel(adapted, nuts_kwargs["dense_mass"]))
     kernel = NUTS(potential_fn=logp_fn, target_accept_prob=settings.target_accept, **nuts_kwargs)
     graph = returned(model, settings)
     return Sampler(logp_fn, graph, kernel, settings.tune, _chain_method(settings))
+
+
+def _warm_kernel(adapted, dense_mass) -> dict[str, Any]:
+    """NUTS options that start from an earlier fit's adapted step size and mass matrix.
+
+    Its chains' step sizes (their median) and inverse mass matrices (their
+    mean) are where the warm-up starts, instead of 1 and the identity, so its
+    first steps take short trajectories; the warm-up then adapts both to the
+    new posterior as NumPyro does. Kept fixed instead, another dataset's mass
+    matrix mixed worse (BENCHMARKS.md, "Warm start").
+    """
+    inverse = np.mean(np.asarray(adapted.adapt_state.inverse_mass_matrix), axis=0)
+    if inverse.ndim == 2 and dense_mass is False:
+        inverse = np.diagonal(inverse).copy()
+    return {
+        "step_size": float(np.median(np.asarray(adapted.adapt_state.step_size))),
+        "inverse_mass_matrix": inverse,
+    }
 
 
 def _stretches(steps: int, bar) -> list[int]:
@@ -213,17 +243,24 @@ class _Fields:
         return self.fields
 
 
-def _warm_sampler(model, settings: SampleSettings, fingerprint: str | None) -> Sampler:
+def _warm_sampler(
+    model, settings: SampleSettings, fingerprint: str | None, attempt: Attempt | None
+) -> Sampler:
     """The last run's sampler if it was compiled for this model and these settings, else a new one.
 
-    Seed and initial values do not change what is compiled; anything else may.
+    Seed, initial values and how many draws are asked for do not change what
+    is compiled; anything else may. A warm start's earlier fit is read from
+    ``attempt``'s storage.
     """
     global _warm
-    unseeded = dataclasses.replace(settings, seed=0, initvals=None, jitter=True)
+    unseeded = dataclasses.replace(chain_settings(settings), seed=0, initvals=None, jitter=True)
     key = (fingerprint, pickle.dumps(unseeded))
     if _warm is None or fingerprint is None or _warm[0] != key:
         _warm = None
-        _warm = (key, compile_sampler(model, settings))
+        adapted = None
+        if settings.warm_start is not None:
+            adapted = (attempt or Attempt()).adapted(settings.warm_start)
+        _warm = (key, compile_sampler(model, settings, adapted))
     return _warm[1]
 
 
@@ -301,7 +338,7 @@ def sample(job: Job, attempt: Attempt | None = None) -> Answer:
         As :func:`pymc_modal.worker.chains.answer` makes it.
     """
     model, settings = job.model, job.settings
-    sampler = _warm_sampler(model, settings, job.fingerprint)
+    sampler = _warm_sampler(model, settings, job.fingerprint, attempt)
     points = initial_points(model, settings, sampler.logp_fn)
     key = jax.random.PRNGKey(settings.seed)
     if settings.chains > 1:
