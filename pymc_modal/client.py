@@ -360,11 +360,8 @@ def sample(
     arguments = dict(locals())
     arguments.update(arguments.pop("kwargs"))
     wait, refit = arguments.pop("wait"), arguments.pop("refit")
-    return _run(prepare(**arguments), wait, refit)
-
-
-def _run(request: pipeline.Request, wait: bool, refit: bool):
-    outcome = pipeline.run(request, wait=wait, refit=refit)
+    # Called here, not through a helper: its warnings' stacklevel counts these frames.
+    outcome = pipeline.run(prepare(**arguments), wait=wait, refit=refit)
     return outcome if wait else Run(outcome)
 
 
@@ -598,4 +595,5 @@ def extend(
         convergence_checks=compute_convergence_checks,
         previous=pipeline.Previous(fit, drawn),
     )
-    return _run(request, wait, refit=False)
+    outcome = pipeline.run(request, wait=wait, refit=False)
+    return outcome if wait else Run(outcome)

@@ -128,7 +128,7 @@ def test_a_run_without_a_target_is_drawn_in_blocks_each_saved(settings, clock, s
 
 
 def test_an_extension_goes_on_from_a_finished_run_to_one_longer_runs_draws(
-    settings, clock, storage
+    settings, clock, storage, capsys
 ):
     _run(_settings(settings, draws=60), clock, storage)
 
@@ -144,6 +144,12 @@ def test_an_extension_goes_on_from_a_finished_run_to_one_longer_runs_draws(
     toy = Toy(clock)
     blocks.run(_settings(settings), toy, Attempt(checkpoint=storage.checkpoint("run")))
     assert toy.begun
+
+    # An extension whose checkpoint is gone draws everything afresh, and says so.
+    toy = Toy(clock)
+    extended = blocks.run(_settings(settings, extend=True), toy, Attempt())
+    assert toy.begun and "checkpoint is gone" in capsys.readouterr().err
+    np.testing.assert_array_equal(extended.posterior["x"], _expected(100))
 
 
 def test_a_deadline_ends_the_run_before_the_block_that_would_pass_it(settings, clock, storage):

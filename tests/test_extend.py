@@ -17,7 +17,7 @@ from conftest import make_model
 import pymc_modal
 from pymc_modal import attrs, store
 from pymc_modal.config import Options
-from pymc_modal.errors import InvalidOptionError, UnsupportedArgumentError
+from pymc_modal.errors import InvalidOptionError, NotConvergedWarning, UnsupportedArgumentError
 
 QUIET = {"progressbar": False, "quiet": True, "compute_convergence_checks": False}
 
@@ -113,9 +113,9 @@ def test_an_extended_run_equals_one_longer_run(model, in_process, sampler, chain
             np.testing.assert_array_equal(extended[group][name], values, err_msg=name)
 
     # It goes on again from the extension, to a target this time.
-    with model:
+    with model, pytest.warns(NotConvergedWarning, match="pymc_modal.extend") as seen:
         further = pymc_modal.extend(extended, target_ess=10**6, max_draws=70, draws=10, **QUIET)
-    assert further.attrs[attrs.STOP_REASON] == "max_draws"
+    assert further.attrs[attrs.STOP_REASON] == "max_draws" and seen[0].filename == __file__
     np.testing.assert_array_equal(
         further.posterior["mu"][:, :50], extended.posterior["mu"], err_msg="mu"
     )

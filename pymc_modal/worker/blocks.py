@@ -275,6 +275,11 @@ class _Run:
         limit = settings.draws if settings.target_ess is None else settings.max_draws
         # A checkpoint of more draws than this run may draw is another run's to go on from.
         if loaded is None or (limit is not None and loaded[0].drawn > limit):
+            if settings.extend:
+                _say(
+                    "The earlier run's checkpoint is gone, or has gone on past these draws: "
+                    "warming up and drawing them all afresh, to the same draws."
+                )
             self.steps.begin()
             return
         progress, state, self.blocks = loaded
