@@ -22,6 +22,7 @@ _PUBLIC = {
     "gpu": "pymc_modal.config",
     "map": "pymc_modal.batch",
     "options": "pymc_modal.config",
+    "patch": "pymc_modal.plugin",
     "sample": "pymc_modal.client",
     "sample_posterior_predictive": "pymc_modal.predictive",
     "session": "pymc_modal.session",

@@ -7,9 +7,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from pymc_modal.errors import InvalidOptionError
+from pymc_modal.errors import InvalidOptionError, InvalidTypeError
 
-__all__ = ["closest", "count", "is_bool", "is_number", "is_whole"]
+__all__ = ["closest", "count", "invalid", "is_bool", "is_number", "is_whole"]
 
 
 def is_whole(value) -> bool:
@@ -25,6 +25,11 @@ def is_number(value) -> bool:
 def is_bool(value) -> bool:
     """Whether ``value`` is True or False (NumPy's too)."""
     return isinstance(value, bool | np.bool_)
+
+
+def invalid(value, message: str) -> InvalidOptionError:
+    """The error for a numeric argument's ``value``: a TypeError too if it is no number at all."""
+    return (InvalidOptionError if is_number(value) else InvalidTypeError)(message)
 
 
 def count(
@@ -48,12 +53,14 @@ def count(
     Raises
     ------
     InvalidOptionError
-        Naming the argument, what it counts and a value it takes.
+        Naming the argument, what it counts and a value it takes; an
+        :class:`InvalidTypeError` if it is no number at all.
     """
     if not is_whole(value) or value < least or (most is not None and value > most):
         bounds = "" if most is None else f" from {least} to {most}"
-        raise InvalidOptionError(
-            f"{name}={value!r}: pass a whole number of {what}{bounds}, such as {name}={example}."
+        raise invalid(
+            value,
+            f"{name}={value!r}: pass a whole number of {what}{bounds}, such as {name}={example}.",
         )
     return int(value)
 

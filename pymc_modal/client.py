@@ -21,14 +21,14 @@ from pymc.sampling.parallel import _cpu_count
 
 from pymc_modal import attrs, pipeline, samplers, store
 from pymc_modal._compat import jax_seed
-from pymc_modal.checks import closest, count, is_number, is_whole
+from pymc_modal.checks import closest, count, invalid, is_number, is_whole
 from pymc_modal.config import resolve
-from pymc_modal.errors import InvalidOptionError, UnsupportedArgumentError
+from pymc_modal.errors import InvalidOptionError, InvalidTypeError, UnsupportedArgumentError
 from pymc_modal.job import SampleSettings
 from pymc_modal.paths import fits_dir
 from pymc_modal.runs import Run, fetch
 
-__all__ = ["WARM_TUNE", "extend", "prepare", "sample"]
+__all__ = ["WARM_TUNE", "check_target", "extend", "prepare", "sample"]
 
 # Arguments of pm.sample that mean nothing when a JAX sampler runs on a worker.
 _UNSUPPORTED = {
@@ -127,9 +127,10 @@ def _sampler_options(
     samplers.get(sampler).check_options(kernel, chains, also=_DRIVER_OPTIONS)
     target_accept = 0.8 if target_accept is None else target_accept
     if not is_number(target_accept) or not 0 < target_accept < 1:
-        raise InvalidOptionError(
+        raise invalid(
+            target_accept,
             f"target_accept={target_accept!r}: pass the acceptance rate to aim at, a "
-            "probability between 0 and 1 such as the default 0.8 (0.95 for hard posteriors)."
+            "probability between 0 and 1 such as the default 0.8 (0.95 for hard posteriors).",
         )
     return float(target_accept), {**driver, "sampler_options": kernel}
 
@@ -158,24 +159,27 @@ def _target_settings(
             )
         return {}
     if not is_whole(target_ess) or target_ess < 1:
-        raise InvalidOptionError(
+        raise invalid(
+            target_ess,
             f"target_ess={target_ess!r}: pass a positive whole number of effective draws, "
-            "such as target_ess=400."
+            "such as target_ess=400.",
         )
     if max_rhat is not None and (not is_number(max_rhat) or not max_rhat > 1):
-        raise InvalidOptionError(
+        raise invalid(
+            max_rhat,
             f"max_rhat={max_rhat!r}: R-hat is 1 at best, so pass a number above 1, such as "
-            "the default 1.01."
+            "the default 1.01.",
         )
     if max_draws is not None and (not is_whole(max_draws) or max_draws < draws):
-        raise InvalidOptionError(
+        raise invalid(
+            max_draws,
             f"max_draws={max_draws!r}: pass a whole number of draws per chain of at least "
-            f"draws={draws}, the first block, which is always drawn."
+            f"draws={draws}, the first block, which is always drawn.",
         )
     for name, unit in (("max_seconds", "seconds"), ("max_cost", "US dollars")):
         value = caps[name]
         if value is not None and (not is_number(value) or not value > 0):
-            raise InvalidOptionError(f"{name}={value!r}: pass a positive number of {unit}.")
+            raise invalid(value, f"{name}={value!r}: pass a positive number of {unit}.")
     return {
         "target_ess": int(target_ess),
         "max_rhat": 1.01 if max_rhat is None else float(max_rhat),
@@ -183,6 +187,23 @@ def _target_settings(
         "max_seconds": None if max_seconds is None else float(max_seconds),
         "max_cost": None if max_cost is None else float(max_cost),
     }
+
+
+def check_target(
+    target_ess: int | None = None,
+    max_rhat: float | None = None,
+    max_draws: int | None = None,
+    max_seconds: float | None = None,
+    max_cost: float | None = None,
+) -> None:
+    """Refuse a target or cap :func:`sample` would refuse, before any call is made.
+
+    Raises
+    ------
+    InvalidOptionError
+        As :func:`sample` raises it.
+    """
+    _target_settings(1, target_ess, max_rhat, max_draws, max_seconds, max_cost)
 
 
 def _jax_seed(random_seed, chains: int) -> int:
@@ -418,7 +439,7 @@ def prepare(**arguments: Any) -> pipeline.Request:
     else:
         chains = count("chains", given.chains, "chains", 4)
     if isinstance(given.var_names, str):
-        raise InvalidOptionError(
+        raise InvalidTypeError(
             f"var_names={given.var_names!r}: pass a list of names, such as "
             f"var_names=[{given.var_names!r}]."
         )

@@ -10,6 +10,7 @@ __all__ = [
     "GpuNotFoundError",
     "InitialPointError",
     "InvalidOptionError",
+    "InvalidTypeError",
     "JaxConversionError",
     "MissingCredentialsError",
     "NoDrawsError",
@@ -38,6 +39,10 @@ class UnsupportedArgumentError(PymcModalError, TypeError):
 
 class InvalidOptionError(PymcModalError, ValueError):
     """An option (backend, sampler keyword, limit) has a value that is not accepted."""
+
+
+class InvalidTypeError(InvalidOptionError, TypeError):
+    """An argument of a type it cannot have (``draws="100"``), a TypeError as in ``pm.sample``."""
 
 
 class NoFreeVariablesError(PymcModalError, ValueError):

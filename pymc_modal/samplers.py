@@ -96,6 +96,9 @@ class Sampler:
     warm_start : bool
         It can start a new fit from an earlier fit's adapted kernel
         (``sample(warm_start=...)``).
+    nuts_sampler : str
+        ``pm.sample``'s ``nuts_sampler`` name of its library, which
+        :func:`pymc_modal.patch` maps to it.
     """
 
     name: str
@@ -108,6 +111,7 @@ class Sampler:
     most_blocks: int | None = None
     checkpoints: bool = True
     warm_start: bool = False
+    nuts_sampler: str = "numpyro"
 
     def check_options(self, given: dict[str, object], chains: int, also: Iterable[str]) -> None:
         """Refuse options this sampler does not take, or values it cannot use.
@@ -185,6 +189,7 @@ SAMPLERS = {
             most_blocks=10,
             # Its chains live in Rust threads whose adapted state it does not hand out.
             checkpoints=False,
+            nuts_sampler="nutpie",
         ),
         Sampler(
             "chees",
@@ -195,6 +200,7 @@ SAMPLERS = {
             ensemble=True,
             # BlackJAX's ChEES adaptation starts from no mass matrix or trajectory length.
             warm_start=False,
+            nuts_sampler="blackjax",
         ),
     )
 }

@@ -16,6 +16,7 @@ from pymc_modal.errors import (
     DiscreteVariablesError,
     InitialPointError,
     InvalidOptionError,
+    InvalidTypeError,
     JaxConversionError,
     NoFreeVariablesError,
     ResultTooLargeError,
@@ -182,7 +183,12 @@ def _bad_start_model(jitter_rescues: bool = False) -> pm.Model:
         ({"tune": -5}, InvalidOptionError, r"tune=-5: pass a whole number of tuning steps"),
         ({"chains": 0}, InvalidOptionError, r"chains=0: pass a whole number of chains"),
         ({"target_accept": 80}, InvalidOptionError, r"target_accept=80: .* between 0 and 1"),
-        ({"var_names": "mu"}, InvalidOptionError, r"var_names='mu': pass a list .*\['mu'\]"),
+        ({"var_names": "mu"}, InvalidTypeError, r"var_names='mu': pass a list .*\['mu'\]"),
+        ({"draws": "100"}, InvalidTypeError, r"draws='100': pass a whole number of draws"),
+        ({"chains": None, "tune": True}, InvalidTypeError, r"tune=True: pass a whole number"),
+        ({"target_accept": "0.9"}, InvalidTypeError, r"target_accept='0.9': pass the accept"),
+        ({"target_ess": "400"}, InvalidTypeError, r"target_ess='400': pass a positive whole"),
+        ({"target_ess": 400, "max_seconds": "1h"}, InvalidTypeError, r"max_seconds='1h': pass"),
         ({"initvals": {"nope": 1.0}}, InvalidOptionError, r"initvals has 'nope'.*among: mu"),
         (
             {"initvals": {"offset": np.zeros(3)}},
@@ -213,8 +219,10 @@ def _bad_start_model(jitter_rescues: bool = False) -> pm.Model:
 def test_mistakes_are_refused_before_a_worker_starts(model, kwargs, error, match):
     if kwargs.get("model") == "bad start":
         kwargs = {**kwargs, "model": _bad_start_model()}
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match=match) as raised:
         pymc_modal.sample(**{"model": model, "chains": 2, "backend": "local", **kwargs})
+    # An argument of the wrong type is a TypeError, as pm.sample's is; a wrong value is not.
+    assert isinstance(raised.value, TypeError) == (error is InvalidTypeError)
 
 
 def test_a_start_the_jitter_makes_finite_is_accepted():
