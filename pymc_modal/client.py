@@ -406,8 +406,8 @@ def _previous(previous, name: str) -> tuple[Any, store.Fit]:
     if fit is None:
         raise InvalidOptionError(
             f"{name}: this machine has no record of the fit that made this result (looked "
-            f"for {fits_dir() / key}); it was made on another machine, or with a version of "
-            "pymc_modal before 0.2. Sample it again here."
+            f"for {fits_dir() / key}); it was made on another machine, or before pymc_modal "
+            "kept these records. Sample it again here."
         )
     return previous, fit
 
