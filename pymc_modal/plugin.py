@@ -33,13 +33,6 @@ __all__ = ["patch"]
 
 _log = logging.getLogger("pymc_modal")
 
-# PyMC's functions a patch replaces, by the module that defines them, and the function of
-# this package each call goes to.
-_TARGETS = {
-    ("pymc.sampling.mcmc", "sample"): "_sample",
-    ("pymc.sampling.forward", "sample_posterior_predictive"): "_posterior_predictive",
-    ("pymc.stats.log_density", "compute_log_likelihood"): "_log_likelihood",
-}
 # PyMC's public namespaces, where a user's `pm.` finds the functions; PyMC's other modules
 # keep calling the originals.
 _PUBLIC = frozenset(
@@ -72,7 +65,6 @@ _NOT_CALLED = {
 _lock = threading.RLock()
 _active: list[patch] = []
 _installed: list[tuple[Any, str, Callable]] = []
-_originals: dict[str, Callable] = {}
 _said: set[str] = set()
 _routing = threading.local()
 
@@ -95,8 +87,7 @@ def _install() -> None:
     routed = {}
     for (module_name, name), handler in _TARGETS.items():
         original = getattr(importlib.import_module(module_name), name)
-        _originals[name] = original
-        routed[id(original)] = (original, _routed(original, globals()[handler]))
+        routed[id(original)] = (original, _routed(original, handler))
     for module_name, module in list(sys.modules.items()):
         if module is None or not _reachable(module_name):
             continue
@@ -195,18 +186,33 @@ def _sample(original: Callable, active: patch, *args: Any, **kwargs: Any):
     )
 
 
-def _posterior_predictive(original: Callable, active: patch, trace, *args: Any, **kwargs: Any):
-    given = inspect.signature(original).bind(trace, *args, **kwargs).arguments
-    for name in ("compile_kwargs", "backend"):
-        given.pop(name, None)
-    return predictive.sample_posterior_predictive(**given)
+def _forward(public: Callable) -> Callable:
+    """The handler of a PyMC forward function: its call, by name, to ``public``.
+
+    Its compile options (``compile_kwargs``, PyMC 6's ``backend``) are left
+    out: the worker compiles to JAX.
+    """
+
+    def handler(original: Callable, active: patch, *args: Any, **kwargs: Any):
+        given = inspect.signature(original).bind(*args, **kwargs).arguments
+        for name in ("compile_kwargs", "backend"):
+            given.pop(name, None)
+        return public(**given)
+
+    return handler
 
 
-def _log_likelihood(original: Callable, active: patch, idata, *args: Any, **kwargs: Any):
-    given = inspect.signature(original).bind(idata, *args, **kwargs).arguments
-    for name in ("compile_kwargs", "backend"):
-        given.pop(name, None)
-    return predictive.compute_log_likelihood(**given)
+# PyMC's functions a patch replaces, by the module that defines them, and the handler
+# each call goes to.
+_TARGETS = {
+    ("pymc.sampling.mcmc", "sample"): _sample,
+    ("pymc.sampling.forward", "sample_posterior_predictive"): _forward(
+        predictive.sample_posterior_predictive
+    ),
+    ("pymc.stats.log_density", "compute_log_likelihood"): _forward(
+        predictive.compute_log_likelihood
+    ),
+}
 
 
 class patch:  # noqa: N801 - named as unittest.mock.patch, which it is used like
