@@ -87,7 +87,7 @@ def _unpack(data: bytes) -> tuple[dict[str, Any], memoryview]:
 
 
 class Job:
-    """A decoded job: the model, the sampler settings, and JAX conversions to register.
+    """A decoded job: the model, the sampler settings, and dispatch registrations to make.
 
     ``fingerprint`` is the client's :attr:`pymc_modal.preflight.Checked.fingerprint`
     of the model, if it sent one: equal fingerprints mean an equal log density.
@@ -98,13 +98,13 @@ class Job:
         self,
         model,
         settings,
-        jax_conversions: list[tuple[type, Any]],
+        registrations: list[tuple[Any, type, Any]],
         fingerprint: str | None,
         checkpoint: str | None = None,
     ) -> None:
         self.model = model
         self.settings = settings
-        self.jax_conversions = jax_conversions
+        self.registrations = registrations
         self.fingerprint = fingerprint
         self.checkpoint = checkpoint
 
@@ -148,16 +148,49 @@ def _local_modules() -> list[types.ModuleType]:
     return [sys.modules[name] for name in sorted(tops) if name in sys.modules]
 
 
-def _local_jax_conversions(local: list[types.ModuleType]) -> list[tuple[type, Any]]:
-    """JAX conversions registered for Op classes defined in the user's own modules."""
+def _registrations(model, local: list[types.ModuleType]) -> list[tuple[Any, type, Any]]:
+    """Dispatch registrations the worker's imports would not make: ``(dispatcher, cls, fn)``.
+
+    JAX conversions registered for Op classes of the user's own modules, and
+    PyMC's registrations (log-probability, support point, resizing, ...) for
+    Op classes made while the model was built, such as each ``CustomDist``'s:
+    the pickle carries those classes by value, and nothing registers them again.
+    """
+    from pymc.distributions.distribution import _support_point
+    from pymc.distributions.shape_utils import _change_dist_size
+    from pymc.logprob.abstract import _icdf, _logcdf, _logprob
     from pytensor.link.jax.dispatch import jax_funcify
 
+    try:
+        from pytensor.graph.traversal import ancestors
+    except ImportError:  # PyTensor 2.31, which PyMC 5.25 uses
+        from pytensor.graph.basic import ancestors
+
     names = {module.__name__ for module in local}
-    return [
-        (cls, fn)
+    found = [
+        (jax_funcify, cls, fn)
         for cls, fn in jax_funcify.registry.items()
         if getattr(cls, "__module__", "").partition(".")[0] in names
     ]
+    graph = [*model.basic_RVs, *model.potentials, *model.deterministics]
+    made = {
+        type(variable.owner.op)
+        for variable in ancestors(graph)
+        if variable.owner is not None and not _importable(type(variable.owner.op))
+    }
+    for dispatcher in (_logprob, _logcdf, _icdf, _support_point, _change_dist_size):
+        found += [
+            (dispatcher, cls, dispatcher.registry[cls]) for cls in made & dispatcher.registry.keys()
+        ]
+    return found
+
+
+def _importable(cls: type) -> bool:
+    """Whether ``cls`` is found by its module and name, as an unpickler would find it."""
+    found = sys.modules.get(cls.__module__)
+    for part in cls.__qualname__.split("."):
+        found = getattr(found, part, None)
+    return found is cls
 
 
 def _without_coord_values(model):
@@ -230,7 +263,8 @@ def encode_job(
 
     Functions, classes and custom Ops that come from modules outside the
     installed libraries cannot be imported by the worker, so they are pickled
-    by value, and JAX conversions registered for such Ops travel with them.
+    by value, and the dispatch registrations the worker could not make itself
+    travel with them (see :func:`_registrations`).
     Coordinate values are not shipped unless asked (see :func:`_without_coord_values`).
 
     Parameters
@@ -261,7 +295,7 @@ def encode_job(
     contents = {
         "model": model if with_coords else _without_coord_values(model),
         "settings": settings,
-        "jax_conversions": _local_jax_conversions(local),
+        "registrations": _registrations(model, local),
     }
     collected: dict[str, bytes] = {}
     try:
@@ -334,7 +368,7 @@ def decode_job(data: bytes, blob_dir: str | os.PathLike | None = None) -> Job:
     return Job(
         contents["model"],
         contents["settings"],
-        contents["jax_conversions"],
+        contents["registrations"],
         header.get("fingerprint"),
         header.get("checkpoint"),
     )

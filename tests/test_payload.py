@@ -9,6 +9,7 @@ import threading
 import types
 
 import numpy as np
+import pymc as pm
 import pytest
 
 from pymc_modal import paths, payload, worker
@@ -136,6 +137,34 @@ def test_custom_op_from_a_user_module_travels_by_value(user_module, tmp_path, se
         posterior = payload.decode_result(answer, "subprocess").posterior
         np.testing.assert_allclose(posterior["twice"], 2 * posterior["x"])
         print("sampled", posterior["x"].shape)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd="/", check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "sampled (1, 10)"
+
+
+def _normal_logp(value, mu, sigma):
+    return -0.5 * ((value - mu) / sigma) ** 2 - pm.math.log(sigma)
+
+
+@pytest.mark.slow
+def test_a_custom_dist_s_log_density_travels_with_it(tmp_path, settings):
+    """PyMC registers each CustomDist's logp for a class it makes; the worker gets both."""
+    with pm.Model() as model:
+        mu = pm.CustomDist("mu", 0.0, 1.0, logp=_normal_logp)
+        pm.CustomDist("y", mu, 0.5, logp=_normal_logp, observed=np.array([0.3, 0.9, 0.6]))
+    job = tmp_path / "job"
+    job.write_bytes(payload.encode_job(model, settings))
+
+    script = textwrap.dedent(
+        f"""
+        import pathlib
+        from pymc_modal import payload, worker
+        answer = worker.run(pathlib.Path({str(job)!r}).read_bytes())
+        print("sampled", payload.decode_result(answer, "subprocess").posterior["mu"].shape)
         """
     )
     out = subprocess.run(

@@ -123,7 +123,6 @@ def _check_gpu() -> None:
 def _sample(job: payload.Job, attempt: Attempt) -> Answer | ForwardAnswer:
     import jax
     import pytensor
-    from pytensor.link.jax.dispatch import jax_funcify
 
     from pymc_modal.job import FLOAT64_TRUNCATION, ForwardSettings
     from pymc_modal.worker import forward
@@ -133,8 +132,8 @@ def _sample(job: payload.Job, attempt: Attempt) -> Answer | ForwardAnswer:
     jax.config.update("jax_enable_x64", float_x == "float64")
     if float_x == "float32":
         warnings.filterwarnings("ignore", message=FLOAT64_TRUNCATION)
-    for op_class, conversion in job.jax_conversions:
-        jax_funcify.register(op_class)(conversion)
+    for dispatcher, op_class, function in job.registrations:
+        dispatcher.register(op_class)(function)
     if isinstance(job.settings, ForwardSettings):
         return forward.run(job.model, job.settings)
     sampler = importlib.import_module(samplers.get(job.settings.sampler).module)
