@@ -25,6 +25,7 @@ _PUBLIC = {
     "patch": "pymc_modal.plugin",
     "sample": "pymc_modal.client",
     "sample_posterior_predictive": "pymc_modal.predictive",
+    "sample_prior_predictive": "pymc_modal.predictive",
     "session": "pymc_modal.session",
 }
 

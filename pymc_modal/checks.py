@@ -9,7 +9,7 @@ import numpy as np
 
 from pymc_modal.errors import InvalidOptionError, InvalidTypeError
 
-__all__ = ["closest", "count", "invalid", "is_bool", "is_number", "is_whole"]
+__all__ = ["closest", "count", "format_bytes", "invalid", "is_bool", "is_number", "is_whole"]
 
 
 def is_whole(value) -> bool:
@@ -69,3 +69,12 @@ def closest(name: str, valid: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the valid name closest to ``name``, or nothing."""
     match = difflib.get_close_matches(name, list(valid), n=1)
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes for a message: ``"512 B"``, ``"1.5 MiB"``, ``"2.0 GiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    raise AssertionError("unreachable")

@@ -15,6 +15,7 @@ __all__ = [
     "ENDED_EARLY",
     "EXTRA_FIELDS",
     "FLOAT64_TRUNCATION",
+    "FORWARD",
     "Answer",
     "Convergence",
     "ForwardAnswer",
@@ -120,19 +121,29 @@ def chain_settings(settings: SampleSettings) -> SampleSettings:
     return dataclasses.replace(settings, **_STOPPING)
 
 
+# The forward computations, by kind: the name of PyMC's function that does each.
+FORWARD = {
+    "prior_predictive": "sample_prior_predictive",
+    "posterior_predictive": "sample_posterior_predictive",
+    "log_likelihood": "compute_log_likelihood",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class ForwardSettings:
-    """One forward computation over a posterior.
+    """One forward computation: prior draws, or one over a posterior.
 
     Attributes
     ----------
-    kind : {"posterior_predictive", "log_likelihood"}
+    kind : str
+        A key of ``FORWARD``.
     groups : dict of str to xarray.Dataset
         The trace's ``posterior`` and, where it has them, ``constant_data``
-        and ``observed_data`` (PyMC compares them with the model's data).
+        and ``observed_data`` (PyMC compares them with the model's data);
+        empty for the prior.
     kwargs : dict
         The other arguments of PyMC's function of that name, as the caller
-        gave them (``var_names``, ``random_seed``, ``predictions``, ...).
+        gave them (``draws``, ``var_names``, ``random_seed``, ``predictions``, ...).
     float_x : str
         The client's ``pytensor.config.floatX``.
     """

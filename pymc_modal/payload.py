@@ -20,6 +20,7 @@ import io
 import json
 import os
 import pickle
+import pickletools
 import platform
 import site
 import struct
@@ -47,6 +48,7 @@ __all__ = [
     "encode_job",
     "encode_result",
     "job_checkpoint",
+    "job_imports",
     "manifest",
     "python_version",
 ]
@@ -229,6 +231,59 @@ class _BlobPickler(cloudpickle.Pickler):
         return name
 
 
+_STRINGS = frozenset(
+    {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"}
+    | {"SHORT_BINSTRING", "BINSTRING", "STRING"}
+)
+_GETS = frozenset({"GET", "BINGET", "LONG_BINGET"})
+_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+# Functions that import the module named by their argument: cloudpickle's, for the
+# modules a function shipped by value refers to.
+_IMPORT_BY_NAME = frozenset({("cloudpickle.cloudpickle", "subimport")})
+
+
+def _imported(body: bytes) -> set[str]:
+    """Top-level names of the modules that loading the pickle ``body`` imports.
+
+    Read from its opcodes without loading it: each global it looks up, and
+    each module cloudpickle imports by name.
+    """
+    found: set[str] = set()
+    memo: dict[int, Any] = {}
+    strings: list[str | None] = []  # what each string (or memo) push put on the stack
+    top: Any = None  # the last object pushed, as far as it matters here
+    importing = False
+    for op, arg, _ in pickletools.genops(body):
+        if op.name in _STRINGS or op.name in _GETS:
+            top = arg if op.name in _STRINGS else memo.get(arg)
+            if isinstance(top, str) and importing:
+                found.add(top)
+                importing = False
+            importing = importing or top in _IMPORT_BY_NAME
+            strings.append(top if isinstance(top, str) else None)
+        elif op.name == "MEMOIZE":
+            memo[len(memo)] = top
+        elif op.name in _PUTS:
+            memo[arg] = top
+        elif op.name in ("GLOBAL", "INST", "STACK_GLOBAL"):
+            module, _, name = arg.partition(" ") if arg else (strings[-2], None, strings[-1])
+            found.add(module)
+            top = (module, name)
+            importing = top in _IMPORT_BY_NAME
+        else:
+            top = None
+    return {module.partition(".")[0] for module in found if module}
+
+
+def job_imports(data: bytes) -> list[str]:
+    """Top-level names of the installed modules an encoded job's pickle imports.
+
+    The user's own modules, shipped by value, are not among them.
+    """
+    header, _ = _unpack(data)
+    return header["imports"]
+
+
 def blob_names(data: bytes) -> list[str]:
     """The names of the blobs an encoded job refers to."""
     header, _ = _unpack(data)
@@ -321,6 +376,7 @@ def encode_job(
     header = {
         "kind": "job",
         "manifest": manifest(),
+        "imports": sorted(_imported(body) - {module.__name__ for module in local}),
         "blobs": sorted(collected),
         "fingerprint": fingerprint,
         "checkpoint": checkpoint,

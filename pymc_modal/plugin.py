@@ -1,18 +1,18 @@
 """Plugin mode: PyMC's own calls go through pymc_modal inside a block.
 
-Libraries that call ``pm.sample`` themselves (bambi, pymc-marketing,
-causalpy) reach a worker unchanged inside ``with pymc_modal.patch(...):``,
-or between a patch's ``start()`` and ``stop()`` in a notebook. While a patch
-is active, PyMC's ``sample``, ``sample_posterior_predictive`` and
-``compute_log_likelihood`` are replaced, under every name that refers to them
-in a loaded module (``pm.sample``, ``pymc.sampling.mcmc.sample``, a ``from
-pymc import sample`` made before), by functions that take PyMC's whole
-signature and call :func:`pymc_modal.sample` and its companions, as in
-:mod:`unittest.mock`. PyMC's own modules and this package's keep the
-originals, and a call made while one is already being routed (a worker in
-this process) goes to PyMC, so nothing is routed twice. A call that needs
-PyMC's own step methods (a non-NUTS ``step=``, or discrete variables) runs
-with PyMC on this machine, saying so once.
+Libraries that call ``pm.sample`` themselves (bambi, pymc-marketing, causalpy)
+reach a worker unchanged inside ``with pymc_modal.patch(...):``, or between a
+patch's ``start()`` and ``stop()`` in a notebook. While a patch is active,
+PyMC's ``sample``, ``sample_prior_predictive``,
+``sample_posterior_predictive`` and ``compute_log_likelihood`` are replaced,
+under every name that refers to them in a loaded module (``pm.sample``,
+``pymc.sampling.mcmc.sample``, a ``from pymc import sample`` made before), by
+functions that take PyMC's whole signature and call :func:`pymc_modal.sample`
+and its companions, as in :mod:`unittest.mock`. PyMC's own modules and this
+package's keep the originals, and a call made while one is already being
+routed (a worker in this process) goes to PyMC, so nothing is routed twice. A
+call that needs PyMC's own step methods (a non-NUTS ``step=``, or discrete
+variables) runs with PyMC on this machine, saying so once.
 """
 
 from __future__ import annotations
@@ -206,6 +206,9 @@ def _forward(public: Callable) -> Callable:
 # each call goes to.
 _TARGETS = {
     ("pymc.sampling.mcmc", "sample"): _sample,
+    ("pymc.sampling.forward", "sample_prior_predictive"): _forward(
+        predictive.sample_prior_predictive
+    ),
     ("pymc.sampling.forward", "sample_posterior_predictive"): _forward(
         predictive.sample_posterior_predictive
     ),
@@ -219,8 +222,9 @@ class patch:  # noqa: N801 - named as unittest.mock.patch, which it is used like
     """Send PyMC's own ``pm.sample`` calls through pymc_modal while it is active.
 
     A context manager, or, for notebooks, an object to :meth:`start` and
-    :meth:`stop`. Inside it ``pm.sample``, ``pm.sample_posterior_predictive``
-    and ``pm.compute_log_likelihood`` run on a worker with the patch's
+    :meth:`stop`. Inside it ``pm.sample``, ``pm.sample_prior_predictive``,
+    ``pm.sample_posterior_predictive`` and ``pm.compute_log_likelihood`` run
+    on a worker with the patch's
     options, however they were imported, so that libraries which call them
     (bambi, pymc-marketing, causalpy) run on a rented GPU unchanged.
     ``pm.sample`` takes its whole signature, as ``pm.sample`` with an external

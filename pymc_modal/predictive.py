@@ -1,9 +1,10 @@
-"""The rest of the workflow on a worker: posterior predictive draws and pointwise log-likelihood.
+"""The rest of the workflow on a worker: predictive draws and pointwise log-likelihood.
 
+``pymc_modal.sample_prior_predictive``,
 ``pymc_modal.sample_posterior_predictive`` and
 ``pymc_modal.compute_log_likelihood`` take what their PyMC namesakes take on
 the installed PyMC (checked against its signatures), or a detached run's id,
-ship the model and the posterior to a worker (the data blobs are already
+ship the model (and the posterior) to a worker (the data blobs are already
 stored there if the model was sampled there), run PyMC's own function with
 those arguments on the worker's device, and return what PyMC returns.
 """
@@ -20,45 +21,59 @@ import pytensor
 from pymc.backends.arviz import find_observations
 from pymc.model import modelcontext
 
-from pymc_modal import pipeline, runs
+from pymc_modal import checks, pipeline, runs
 from pymc_modal._compat import add_group, extend, groups_of
 from pymc_modal.config import resolve
 from pymc_modal.errors import ResultTooLargeError, UnsupportedArgumentError
-from pymc_modal.job import ForwardSettings
+from pymc_modal.job import FORWARD, ForwardSettings
 
-__all__ = ["compute_log_likelihood", "sample_posterior_predictive"]
+__all__ = ["compute_log_likelihood", "sample_posterior_predictive", "sample_prior_predictive"]
 
 # The groups PyMC's functions read: the draws, and the data they were drawn with.
 _SHIPPED_GROUPS = ("posterior", "constant_data", "observed_data")
 
 
-def _check_size(model, groups: dict[str, Any], var_names, max_result_bytes: int) -> None:
-    """Refuse before shipping a result over the limit, counting the observed variables."""
+def _check_size(size: int, what: str, max_result_bytes: int) -> None:
+    """Refuse before shipping a result of ``size`` bytes over the limit."""
+    if size > max_result_bytes:
+        raise ResultTooLargeError(
+            f"The result would be about {checks.format_bytes(size)} ({what}), over the limit "
+            f"of {checks.format_bytes(max_result_bytes)}. Ask for fewer draws or variables "
+            "(var_names=...), or raise pymc_modal.options(max_result_bytes=...)."
+        )
+
+
+def _posterior_size(model, groups: dict[str, Any], var_names) -> tuple[int, str]:
+    """Bytes of the observed variables' draws over the posterior, and what they are."""
     posterior = groups["posterior"]
     draws = posterior.sizes["chain"] * posterior.sizes["draw"]
     observed = find_observations(model) or {}
     names = observed if var_names is None else [n for n in var_names if n in observed]
     size = draws * sum(math.prod(np.shape(observed[name])) * 8 for name in names)
-    if size > max_result_bytes:
-        raise ResultTooLargeError(
-            f"The result would be about {size / 1024**3:.1f} GiB ({draws} draws of "
-            f"{', '.join(names)}), over the limit of {max_result_bytes / 1024**3:.1f} GiB. "
-            "Thin the posterior first (e.g. idata.sel(draw=slice(None, None, 10))), or "
-            "raise pymc_modal.options(max_result_bytes=...)."
-        )
+    return size, f"{draws} draws of {', '.join(names)}; thin the posterior first"
+
+
+def _prior_size(model, draws: int, var_names) -> tuple[int, str]:
+    """Bytes of the prior draws of ``var_names`` (PyMC's default: every named variable)."""
+    variables = [*model.free_RVs, *model.deterministics, *model.observed_RVs]
+    if var_names is not None:
+        variables = [v for v in variables if v.name in var_names]
+    shapes = pytensor.function([], [v.shape for v in variables], on_unused_input="ignore")()
+    size = draws * sum(math.prod(shape) * 8 for shape in shapes)
+    return size, f"{draws} draws of {', '.join(v.name for v in variables)}"
 
 
 def _run(kind: str, trace, model, kwargs: dict[str, Any], backend, gpu, quiet: bool):
-    """Check one forward job, hand it to the pipeline, and return the trace and PyMC's answer."""
+    """Check one forward job, hand it to the pipeline, and return the trace and PyMC's answer.
+
+    ``trace`` is None for the prior.
+    """
     import pymc as pm
 
-    function = {
-        "posterior_predictive": pm.sample_posterior_predictive,
-        "log_likelihood": pm.compute_log_likelihood,
-    }[kind]
-    name = function.__name__
+    name = FORWARD[kind]
+    given = () if trace is None else (trace,)
     try:
-        inspect.signature(function).bind(trace, model=model, **kwargs)
+        inspect.signature(getattr(pm, name)).bind(*given, model=model, **kwargs)
     except TypeError as exc:
         raise UnsupportedArgumentError(
             f"pymc_modal.{name} takes what pm.{name} takes on PyMC {pm.__version__}, "
@@ -70,20 +85,75 @@ def _run(kind: str, trace, model, kwargs: dict[str, Any], backend, gpu, quiet: b
             "with PyMC's JAX backend for its own device."
         )
     kwargs = {key: value for key, value in kwargs.items() if key != "compile_kwargs"}
-    if quiet:
+    if quiet and trace is not None:
         kwargs["progressbar"] = False
     if isinstance(trace, str | runs.Run):
         trace = runs.fetch(trace if isinstance(trace, str) else trace.id)
     model = modelcontext(model)
     options = resolve(backend=backend, gpu=gpu)
-    groups = groups_of(trace, _SHIPPED_GROUPS)
     var_names = kwargs.get("var_names")
     var_names = [var_names] if isinstance(var_names, str) else var_names
-    _check_size(model, groups, var_names, options.max_result_bytes)
+    if trace is None:
+        groups = {}
+        # PyMC 5 still takes its old name, samples=, for draws (bambi passes it).
+        size = _prior_size(model, kwargs.get("samples") or kwargs["draws"], var_names)
+    else:
+        groups = groups_of(trace, _SHIPPED_GROUPS)
+        size = _posterior_size(model, groups, var_names)
+    _check_size(*size, options.max_result_bytes)
     settings = ForwardSettings(
         kind=kind, groups=groups, kwargs=kwargs, float_x=pytensor.config.floatX
     )
     return trace, pipeline.forward(pipeline.Request(model, settings, options, quiet))
+
+
+def sample_prior_predictive(
+    draws: int = 500,
+    model=None,
+    *,
+    backend: str | None = None,
+    gpu: str | Sequence[str] | None = None,
+    quiet: bool = False,
+    **kwargs: Any,
+):
+    """Draw from the prior and prior predictive on a worker, as ``pm.sample_prior_predictive``.
+
+    Takes every argument ``pm.sample_prior_predictive`` takes on the
+    installed PyMC, and returns what it returns: the draws are those of
+    ``pm.sample_prior_predictive(..., compile_kwargs={"mode": "JAX"})`` for
+    the same ``random_seed``.
+
+    Parameters
+    ----------
+    draws : int, default 500
+        Draws of each variable.
+    model : pymc.Model, optional
+        By default the one in the enclosing ``with`` block.
+    backend, gpu : optional
+        Where to compute, as for :func:`pymc_modal.sample`.
+    quiet : bool, default False
+        Say nothing.
+    **kwargs
+        The other arguments of ``pm.sample_prior_predictive``: ``var_names``,
+        ``random_seed``, ``return_inferencedata``, ``idata_kwargs``.
+
+    Returns
+    -------
+    arviz.InferenceData, xarray.DataTree or dict
+        What ``pm.sample_prior_predictive`` returns.
+
+    Raises
+    ------
+    pymc_modal.errors.UnsupportedArgumentError
+        For an argument PyMC's function does not take, or ``compile_kwargs``.
+    pymc_modal.errors.ResultTooLargeError
+        Before shipping, if the draws would be over ``max_result_bytes``.
+    """
+    draws = checks.count("draws", draws, "draws", 500)
+    _, values = _run(
+        "prior_predictive", None, model, {"draws": draws, **kwargs}, backend, gpu, quiet
+    )
+    return values
 
 
 def sample_posterior_predictive(

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 import jax
 import numpy as np
 
+from pymc_modal.checks import format_bytes
 from pymc_modal.errors import (
     DiscreteVariablesError,
     InitialPointError,
@@ -31,14 +32,6 @@ from pymc_modal.errors import (
 from pymc_modal.job import EXTRA_FIELDS, FLOAT64_TRUNCATION, SampleSettings, returned
 
 __all__ = ["Checked", "check", "check_start", "draw_bytes"]
-
-
-def _format_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def _check_variables(model, settings: SampleSettings) -> None:
@@ -187,8 +180,8 @@ def check(model, settings: SampleSettings, max_result_bytes: int) -> Checked:
     if size > max_result_bytes:
         draws = f"max_draws={settings.max_draws}" if settings.max_draws else settings.draws
         raise ResultTooLargeError(
-            f"The result would be about {_format_bytes(size)} ({settings.chains} chains x "
-            f"{draws} draws), over the limit of {_format_bytes(max_result_bytes)}. "
+            f"The result would be about {format_bytes(size)} ({settings.chains} chains x "
+            f"{draws} draws), over the limit of {format_bytes(max_result_bytes)}. "
             "Keep only the variables you need with var_names=[...], or sample fewer draws; "
             "to allow it anyway, raise pymc_modal.options(max_result_bytes=...)."
         )

@@ -3,7 +3,7 @@
 ``fit`` calls ``pm.sample`` with bambi's arguments (``cores``, ``init``,
 ``n_init``, ``nuts_sampler="pymc"``, positional draws) and then the
 posterior predictive; ``fit_early`` calls a ``sample`` imported from PyMC
-when this module was.
+when this module was; ``prior`` draws from the prior predictive.
 """
 
 import pymc as pm
@@ -23,3 +23,8 @@ def fit(model, draws: int, **kwargs):
 
 def fit_early(model, **kwargs):
     return sample(model=model, **kwargs)
+
+
+def prior(model, draws: int, **kwargs):
+    with model:
+        return pm.sample_prior_predictive(draws, **kwargs)

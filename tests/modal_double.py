@@ -78,6 +78,7 @@ class Container:
         number = next(server.numbers)
         self.folder = server.root / "containers" / str(number)
         spec = (function._base_function or function)._spec
+        self.image = spec.image
         files = self.folder / "fs"
         for mount in _mounts(
             types.SimpleNamespace(_deps_=lambda: [spec.image, *spec.mounts]), set()

@@ -16,7 +16,11 @@ import modal.app
 import modal.exception
 import numpy as np
 import pymc as pm
+import pytensor.tensor as pt
 import pytest
+from modal_double import _raw
+from pytensor.graph.op import Op
+from pytensor.link.jax.dispatch import jax_funcify
 
 import pymc_modal
 from pymc_modal import backends, payload, pricing
@@ -44,6 +48,8 @@ def _tiny_model():
     return model
 
 
+# A job's header with no model behind it: the backend reads it, the worker refuses it.
+JOB = payload._pack({"kind": "job", "imports": []}, b"")
 DEFAULT_OPTIONS = {"gpu": "A100", "timeout": 7200, "retries": 0, "scaledown_window": 60}
 RESULTS = "pymc-modal-results"
 TINY = {"draws": 20, "tune": 20, "chains": 2, "random_seed": 3, "progressbar": False}
@@ -113,7 +119,7 @@ def test_a_warm_container_sees_data_uploaded_after_it_started(modal_server, sett
     blobs = {}
     job = payload.encode_job(make_data_model(), settings, blobs=blobs)
     with pymc_modal.session() as options:
-        _run([b"job"], options)  # the container starts, before the data is uploaded
+        _run([JOB], options)  # the container starts, before the data is uploaded
         backends.get("modal").store_blobs(blobs)
         (delivery,) = _run([job], options)
     assert len(modal_server.containers) == 1
@@ -148,8 +154,8 @@ def test_two_clients_storing_the_same_blob_both_succeed(modal_server, monkeypatc
 @pytest.mark.slow
 def test_a_failed_cache_commit_still_returns_the_answer(modal_server, caplog):
     modal_server.failing_commits = {"pymc-modal-jax-cache"}
-    (delivery,) = _run([b"not a job"], resolve())
-    with pytest.raises(PayloadError):  # the job's own answer, not the commit's failure
+    (delivery,) = _run([JOB], resolve())
+    with pytest.raises(VersionMismatchError):  # the job's own answer, not the commit's failure
         payload.decode_result(delivery.answer, delivery.where)
 
 
@@ -196,7 +202,7 @@ def test_detached_run_on_modal_is_fetched_from_the_results_volume(modal_server):
     assert attrs["pymc_modal_forecast_cost_usd"] == attrs["pymc_modal_forecast_seconds"]
 
 
-def _detached(folder, jobs=(b"job",), options=None):
+def _detached(folder, jobs=(JOB,), options=None):
     folder.mkdir()
     return modal_backend.BACKEND.submit(list(jobs), options or resolve(), detached=folder)
 
@@ -204,7 +210,7 @@ def _detached(folder, jobs=(b"job",), options=None):
 @pytest.mark.slow
 def test_a_detached_run_after_a_waited_one_in_the_same_session(modal_server, tmp_path):
     with pymc_modal.session() as options:
-        _run([b"job"], options)
+        _run([JOB], options)
         submitted = _detached(tmp_path / "run", options=options)
         assert submitted.wait(block=False) is not None
     assert [app["detached"] for app in modal_server.started_apps] == [False, True]
@@ -263,7 +269,7 @@ def test_a_dead_detached_run_shows_failed(modal_server):
 def test_ctrl_c_while_starting_a_detached_run_reaches_the_caller(modal_server, tmp_path):
     modal_server.interrupt_spawn = 1
     with pytest.raises(KeyboardInterrupt):
-        _detached(tmp_path / "run", jobs=[b"a", b"b"])
+        _detached(tmp_path / "run", jobs=[JOB, JOB])
     (first,) = modal_server.calls.values()
     assert first.cancelled == [True]
 
@@ -271,12 +277,12 @@ def test_ctrl_c_while_starting_a_detached_run_reaches_the_caller(modal_server, t
 @pytest.mark.slow
 def test_gpu_timeout_and_retries_from_the_context_manager(modal_server):
     with pymc_modal.gpu("H100", timeout=600, retries=2) as options:
-        (delivery,) = _run([b"job"], options)
+        (delivery,) = _run([JOB], options)
     assert modal_server.options == [
         {"gpu": "H100", "timeout": 600, "retries": 2, "scaledown_window": 60}
     ]
     assert delivery.where == "Modal H100"
-    assert [args[:3] for args in modal_server.spawned] == [(b"job", None, 600)]
+    assert [args[:3] for args in modal_server.spawned] == [(JOB, None, 600)]
 
 
 def test_gpu_keyword_and_environment_reach_the_call(modal_server, monkeypatch):
@@ -286,7 +292,7 @@ def test_gpu_keyword_and_environment_reach_the_call(modal_server, monkeypatch):
     assert modal_server.options[-1]["gpu"] == "L4"
     monkeypatch.setenv("PYMC_MODAL_GPU", "H200:2")
     with pytest.raises(modal.exception.RemoteError):
-        _run([b"job"], resolve())
+        _run([JOB], resolve())
     assert modal_server.options[-1]["gpu"] == "H200:2"
 
 
@@ -299,28 +305,28 @@ def test_a_fallback_list_gets_one_app_of_its_own_however_often_it_is_used(modal_
     for _ in range(3):
         assert modal_backend._function_for(resolve(gpu=["H100", "A100-80GB"]))[0] is fallback_app
     assert len(modal.app._App._all_apps.get(modal_backend.APP_NAME, [])) == apps
-    (delivery,) = _run([b"job"], options)
+    (delivery,) = _run([JOB], options)
     assert delivery.where == "Modal H100 or A100-80GB"
 
 
 @pytest.mark.slow
 def test_calls_share_one_running_app_and_container_until_the_session_ends(modal_server):
     with pymc_modal.session(scaledown_window=300) as options:
-        _run([b"job"], options)
-        _run([b"job"], options)
+        _run([JOB], options)
+        _run([JOB], options)
         (app,) = modal_server.started_apps
         assert not app["stopped"] and len(modal_server.containers) == 1
     assert app["stopped"]
     assert [options["scaledown_window"] for options in modal_server.options] == [300, 300]
-    _run([b"job"], resolve())
+    _run([JOB], resolve())
     assert len(modal_server.started_apps) == 2
 
 
 @pytest.mark.slow
 def test_another_fallback_list_stops_the_running_app_and_starts_its_own(modal_server):
-    _run([b"job"], resolve())
-    _run([b"job"], resolve(gpu=["H100", "A100"]))
-    _run([b"job"], resolve(gpu=["H100", "A100"]))
+    _run([JOB], resolve())
+    _run([JOB], resolve(gpu=["H100", "A100"]))
+    _run([JOB], resolve(gpu=["H100", "A100"]))
     assert [app["stopped"] for app in modal_server.started_apps] == [True, False]
 
 
@@ -375,16 +381,16 @@ def test_a_first_ctrl_c_asks_the_run_to_stop_a_second_cancels_it(modal_server, s
 def test_ctrl_c_during_a_fan_out_stops_the_app_and_reaches_the_caller(modal_server):
     modal_server.call_error = KeyboardInterrupt()
     with pytest.raises(KeyboardInterrupt):
-        _run([b"job", b"job"], resolve())
+        _run([JOB, JOB], resolve())
     assert modal_server.started_apps[0]["stopped"]
 
 
 def test_timeout_names_its_attempts_and_says_how_to_raise_it(modal_server):
     modal_server.call_error = modal.exception.FunctionTimeoutError("timed out")
     with pytest.raises(RunTimeoutError, match=r"1 attempt\(s\) \(1 x 30 s .*timeout=SECONDS"):
-        _run([b"job"], resolve(timeout=30))
+        _run([JOB], resolve(timeout=30))
     with pytest.raises(RunTimeoutError, match=r"3 attempt\(s\) \(3 x 30 s .*checkpoint is kept"):
-        _run([b"job", b"job"], resolve(timeout=30, retries=2))
+        _run([JOB, JOB], resolve(timeout=30, retries=2))
 
 
 def test_oversized_payload_is_refused_before_starting(modal_server, monkeypatch):
@@ -502,3 +508,89 @@ def test_image_requirements_resolve_for_modals_platform(tmp_path):
     assert {"pymc", "jax", "jaxlib", "numpyro", "nutpie"} <= names
     extra = modal_backend.cuda_extra(importlib.metadata.version("jax"))
     assert any(name.startswith(f"jax-{extra}-plugin") for name in names)
+
+
+class _Logistic(Op):
+    """A custom Op computing with ``function`` here, with JAX's sigmoid in the worker's model."""
+
+    itypes = [pt.dscalar]
+    otypes = [pt.dscalar]
+
+    def __init__(self, function) -> None:
+        self.function = function
+
+    def perform(self, node, inputs, outputs):
+        outputs[0][0] = np.asarray(self.function(inputs[0]))
+
+
+@jax_funcify.register(_Logistic)
+def _logistic_in_jax(op, **kwargs):
+    import jax
+
+    return jax.nn.sigmoid
+
+
+def _model_using(function) -> pm.Model:
+    """A model whose pickle refers to ``function``'s module."""
+    with pm.Model() as model:
+        pm.Deterministic("p", _Logistic(function)(pm.Normal("x", 0, 1)))
+    return model
+
+
+@pytest.mark.slow
+def test_the_image_gains_the_installed_packages_a_model_refers_to(modal_server, monkeypatch):
+    import scipy.special
+
+    made = []
+    real_install = modal.Image.uv_pip_install
+
+    def uv_pip_install(image, *packages, **kwargs):
+        made.append((packages, real_install(image, *packages, **kwargs)))
+        return made[-1][1]
+
+    monkeypatch.setattr(modal.Image, "uv_pip_install", uv_pip_install)
+    modal_backend._variant.cache_clear()
+    idata = pymc_modal.sample(model=_model_using(scipy.special.expit), backend="modal", **TINY)
+
+    ((packages, image),) = made
+    assert packages == (f"scipy=={importlib.metadata.version('scipy')}",)
+    (container,) = modal_server.containers
+    assert container.image is _raw(image)
+    np.testing.assert_allclose(idata.posterior["p"], 1 / (1 + np.exp(-idata.posterior["x"])))
+    # A model that needs nothing more runs on the image itself.
+    pymc_modal.sample(model=_tiny_model(), backend="modal", **TINY)
+    assert modal_server.containers[-1].image is _raw(modal_backend.image)
+
+
+def test_a_module_no_image_can_install_is_refused_before_anything_starts(modal_server, monkeypatch):
+    import types
+
+    vendored = types.ModuleType("vendored_sampler_tools")  # e.g. a compiled module on the path
+    vendored.draw = lambda *args, **kwargs: None
+    vendored.draw.__module__ = vendored.__name__
+    vendored.draw.__qualname__ = "draw"
+    monkeypatch.setitem(sys.modules, vendored.__name__, vendored)
+    with pytest.raises(PayloadError, match=r"module 'vendored_sampler_tools', which no installed"):
+        pymc_modal.sample(model=_model_using(vendored.draw), backend="modal", **TINY)
+
+    class FromGit:
+        version = "0.1.dev3"
+
+        def read_text(self, name):
+            return json.dumps({"url": "git+https://example.org/tools.git", "vcs_info": {}})
+
+    installed = importlib.metadata.packages_distributions()
+    real = importlib.metadata.distribution
+    monkeypatch.setattr(
+        importlib.metadata,
+        "packages_distributions",
+        lambda: {**installed, "vendored_sampler_tools": ["sampler-tools"]},
+    )
+    monkeypatch.setattr(
+        importlib.metadata,
+        "distribution",
+        lambda name: FromGit() if name == "sampler-tools" else real(name),
+    )
+    with pytest.raises(PayloadError, match=r"of sampler-tools 0.1.dev3, installed from git\+"):
+        pymc_modal.sample(model=_model_using(vendored.draw), backend="modal", **TINY)
+    assert modal_server.started_apps == [] and modal_server.uploaded == []

@@ -40,6 +40,15 @@ def test_every_name_of_pm_sample_is_routed_and_restored(model, calls):
     assert pymc.sampling.forward.sample_posterior_predictive is pm.sample_posterior_predictive
 
 
+def test_prior_predictive_goes_to_a_worker(model, in_process):
+    with pymc_modal.patch(backend="local"):
+        routed = library_like.prior(model, 20, random_seed=3, compile_kwargs={"mode": "NUMBA"})
+    own = library_like.prior(model, 20, random_seed=3, compile_kwargs={"mode": "JAX"})
+    assert in_process.submitted == [1]
+    for name in ("mu", "effect"):
+        np.testing.assert_array_equal(routed.prior[name], own.prior[name])
+
+
 def test_pm_sample_arguments_mean_what_they_mean_with_an_external_sampler(model, calls):
     with pymc_modal.patch(backend="local", target_ess=400, max_seconds=600), model:
         pm.sample(
@@ -123,6 +132,14 @@ def test_a_model_that_needs_pymc_steps_samples_with_pymc_here(nothing_shipped, c
     assert "pymc_modal_backend" not in idata.attrs and idata.posterior["k"].shape == (1, 10)
     assert "discrete variables" in caplog.text
     assert "sampling with PyMC on this machine" in caplog.text
+
+    with pm.Model() as continuous:
+        pm.Normal("x")
+    with pymc_modal.patch(backend="local"), continuous:
+        idata = pm.sample(10, tune=10, chains=1, step=pm.Metropolis(), progressbar=False)
+    assert "pymc_modal_backend" not in idata.attrs
+    assert idata.sample_stats["accepted"].shape == (1, 10)  # Metropolis's own statistic
+    assert "step=<pymc.step_methods.metropolis.Metropolis" in caplog.text
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Posterior predictive draws and log-likelihood on a worker equal PyMC's own, in PyMC's form."""
+"""Predictive draws and log-likelihood on a worker equal PyMC's own, in PyMC's form."""
 
 import numpy as np
 import pymc as pm
@@ -7,7 +7,7 @@ import xarray as xr
 
 import pymc_modal
 from pymc_modal._compat import PYMC_MAJOR
-from pymc_modal.errors import ResultTooLargeError, UnsupportedArgumentError
+from pymc_modal.errors import InvalidOptionError, ResultTooLargeError, UnsupportedArgumentError
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +68,45 @@ def test_log_likelihood_equals_pymc_and_extends_the_result(fitted):
     assert "log_likelihood" in _groups(extended)
 
 
+def test_prior_predictive_equals_pymc_with_jax(in_process):
+    from conftest import make_model
+
+    model = make_model()
+    same = {"draws": 40, "random_seed": 5}
+    remote = pymc_modal.sample_prior_predictive(model=model, backend="local", **same)
+    here = pm.sample_prior_predictive(model=model, compile_kwargs={"mode": "JAX"}, **same)
+    assert in_process.submitted == [1]
+    assert _groups(remote) == _groups(here) >= {"prior", "prior_predictive", "observed_data"}
+    for group, name in [("prior", "mu"), ("prior", "effect"), ("prior_predictive", "y")]:
+        xr.testing.assert_equal(remote[group][name].load(), here[group][name].load())
+
+    arrays = pymc_modal.sample_prior_predictive(
+        10, model=model, var_names=["mu"], return_inferencedata=False, backend="local"
+    )
+    assert arrays.keys() == {"mu"} and arrays["mu"].shape == (10,)
+
+
+def test_a_prior_too_large_is_refused_before_shipping(nothing_shipped):
+    from conftest import make_model
+
+    model = make_model()
+    with (
+        pymc_modal.options(max_result_bytes=10_000),
+        pytest.raises(
+            ResultTooLargeError,
+            match=r"2000 draws of mu, sigma, offset, slope, effect, y\), over the limit of 9.8 KiB",
+        ),
+    ):
+        pymc_modal.sample_prior_predictive(2000, model=model, backend="local")
+    with pytest.raises(InvalidOptionError, match=r"draws=0: pass a whole number"):
+        pymc_modal.sample_prior_predictive(0, model=model, backend="local")
+
+
 def test_a_result_too_large_is_refused_before_shipping(fitted, nothing_shipped):
     model, idata = fitted
     with (
         pymc_modal.options(max_result_bytes=100),
-        pytest.raises(ResultTooLargeError, match="Thin the posterior"),
+        pytest.raises(ResultTooLargeError, match="thin the posterior first"),
     ):
         pymc_modal.sample_posterior_predictive(idata, model=model, backend="local")
 
@@ -103,7 +137,10 @@ def test_without_inferencedata_the_arrays_are_pymcs(fitted):
     np.testing.assert_array_equal(remote["y"], here["y"])
 
 
-@pytest.mark.parametrize("function", ["sample_posterior_predictive", "compute_log_likelihood"])
+@pytest.mark.parametrize(
+    "function",
+    ["sample_prior_predictive", "sample_posterior_predictive", "compute_log_likelihood"],
+)
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -115,5 +152,6 @@ def test_arguments_pymc_would_refuse_or_that_cannot_apply(
     fitted, nothing_shipped, function, kwargs, match
 ):
     model, idata = fitted
+    given = () if function == "sample_prior_predictive" else (idata,)
     with pytest.raises(UnsupportedArgumentError, match=match):
-        getattr(pymc_modal, function)(idata, model=model, backend="local", **kwargs)
+        getattr(pymc_modal, function)(*given, model=model, backend="local", **kwargs)

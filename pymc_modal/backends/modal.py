@@ -5,7 +5,9 @@ once, here, as data: the image is ``debian_slim`` with the client's Python
 version and the client's exact versions of the libraries a pickle depends on
 (plus JAX's CUDA plugin for that JAX version) and this package's own source.
 Equal client versions give an equal image definition, so Modal's image cache
-is hit on every run after the first. The GPU, timeout and retries of a call
+is hit on every run after the first. Jobs whose pickles import other
+installed packages run on that image with those packages added, at the
+client's versions, as one more layer. The GPU, timeout and retries of a call
 are applied with ``Function.with_options``, not by one function per GPU. Three
 Volumes are mounted on every container: ``pymc-modal-data`` holds the data
 blobs by content hash, ``pymc-modal-results`` the answers of detached runs
@@ -27,7 +29,9 @@ import contextlib
 import functools
 import importlib.metadata
 import io
+import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -37,6 +41,7 @@ import modal
 import modal.config
 import modal.exception
 from modal.volume import FileEntryType
+from packaging.utils import canonicalize_name
 
 from pymc_modal import payload
 from pymc_modal.backends import Delivery, OnAnswer, say_stopping
@@ -44,13 +49,22 @@ from pymc_modal.config import DEFAULT_TIMEOUT, Options
 from pymc_modal.errors import (
     InvalidOptionError,
     MissingCredentialsError,
+    PayloadError,
     RunTimeoutError,
     WorkerError,
 )
 from pymc_modal.paths import CHECKPOINTS, CheckpointPaths, RunPaths, blob_path, write_atomically
 from pymc_modal.pricing import DEFAULT_GPU
 
-__all__ = ["BACKEND", "ModalBackend", "app", "gpu_function", "requirements", "run_job"]
+__all__ = [
+    "BACKEND",
+    "ModalBackend",
+    "app",
+    "extra_requirements",
+    "gpu_function",
+    "requirements",
+    "run_job",
+]
 
 _log = logging.getLogger("pymc_modal")
 
@@ -188,9 +202,14 @@ def check_credentials() -> None:
         )
 
 
-def _function_for(options: Options, detached: bool = False) -> tuple[modal.App, modal.Function]:
-    """The app to run and the function variant with this call's GPU, timeout and retries."""
-    if isinstance(options.gpu, str):
+def _function_for(
+    options: Options, detached: bool = False, extra: tuple[str, ...] = ()
+) -> tuple[modal.App, modal.Function]:
+    """The app to run and the function variant with this call's GPU, timeout and retries.
+
+    ``extra`` are the pinned packages the jobs need beyond the image's.
+    """
+    if isinstance(options.gpu, str) and not extra:
         base = detached_function if detached else gpu_function
         variant = base.with_options(
             gpu=options.gpu,
@@ -199,31 +218,79 @@ def _function_for(options: Options, detached: bool = False) -> tuple[modal.App, 
             scaledown_window=options.scaledown_window,
         )
         return (detached_app if detached else app), variant
-    return _fallback(
-        options.gpu, options.timeout, options.retries, options.scaledown_window, detached
+    gpus = (options.gpu,) if isinstance(options.gpu, str) else options.gpu
+    return _variant(
+        gpus, options.timeout, options.retries, options.scaledown_window, detached, extra
     )
 
 
 @functools.cache
-def _fallback(
-    gpus: tuple[str, ...], timeout: int, retries: int, scaledown_window: int, detached: bool
+def _variant(
+    gpus: tuple[str, ...],
+    timeout: int,
+    retries: int,
+    scaledown_window: int,
+    detached: bool,
+    extra: tuple[str, ...],
 ) -> tuple[modal.App, modal.Function]:
-    # Function.with_options takes one GPU type; a fallback list is a decorator option, so it
-    # gets an app of its own around the same function, made once: Modal keeps every App.
-    fallback_app = modal.App(
-        DETACHED_APP_NAME if detached else APP_NAME, image=image, include_source=False
+    # Function.with_options takes one GPU type and no image; a fallback list or an image
+    # with more packages is a decorator option, so it gets an app of its own around the
+    # same function, made once: Modal keeps every App.
+    variant_app = modal.App(
+        DETACHED_APP_NAME if detached else APP_NAME,
+        image=image.uv_pip_install(*extra) if extra else image,
+        include_source=False,
     )
     function = _decorate(
-        fallback_app,
-        list(gpus),
+        variant_app,
+        gpus[0] if len(gpus) == 1 else list(gpus),
         timeout=timeout,
         retries=retries,
         scaledown_window=scaledown_window,
     )
-    return fallback_app, function
+    return variant_app, function
 
 
-def _check_jobs(jobs: Sequence[bytes]) -> None:
+def extra_requirements(jobs: Sequence[bytes]) -> tuple[str, ...]:
+    """The packages the jobs' pickles import beyond the image's, at this client's versions.
+
+    Raises
+    ------
+    PayloadError
+        For a module that no installed distribution provides, or one installed
+        otherwise than from a package index, which a Modal image cannot install.
+    """
+    in_image = {canonicalize_name(name) for name in (*PINNED, "jax", "pymc-modal")}
+    providers = importlib.metadata.packages_distributions()
+    pins = set()
+    for module in sorted(set().union(*map(payload.job_imports, jobs))):
+        if module in sys.stdlib_module_names:
+            continue
+        if module not in providers:
+            raise PayloadError(
+                f"The model refers to the module {module!r}, which no installed package "
+                "provides, so a Modal image cannot install it. Install it as a package "
+                "(pip install ...), or make it Python source on your path, which pymc_modal "
+                "ships with the model."
+            )
+        for name in providers[module]:
+            if canonicalize_name(name) in in_image:
+                continue
+            distribution = importlib.metadata.distribution(name)
+            origin = distribution.read_text("direct_url.json")
+            if origin is not None:
+                raise PayloadError(
+                    f"The model refers to the module {module!r} of {name} "
+                    f"{distribution.version}, installed from {json.loads(origin)['url']} rather "
+                    "than a package index, so a Modal image cannot install it. Install a "
+                    "released version (pip install ...), or sample with backend='local'."
+                )
+            pins.add(f"{name}=={distribution.version}")
+    return tuple(sorted(pins))
+
+
+def _check_jobs(jobs: Sequence[bytes]) -> tuple[str, ...]:
+    """Refuse what Modal cannot run; return the packages to add to the image."""
     check_credentials()
     largest = max(map(len, jobs))
     if largest > MAX_PAYLOAD_BYTES:
@@ -232,6 +299,7 @@ def _check_jobs(jobs: Sequence[bytes]) -> None:
             f"{MAX_PAYLOAD_BYTES // 1024**3} GiB that pymc_modal sends as one Modal argument. "
             "Pass less data to the model (e.g. a subsample, or float32 arrays)."
         )
+    return extra_requirements(jobs)
 
 
 @contextlib.contextmanager
@@ -296,13 +364,13 @@ def close() -> None:
 atexit.register(close)
 
 
-def _started(options: Options) -> tuple[modal.Function, float]:
+def _started(options: Options, extra: tuple[str, ...]) -> tuple[modal.Function, float]:
     """This call's function in a running app, started unless the last call's is the same.
 
     Returns the function and the seconds spent starting the app.
     """
     global _running
-    run_app, function = _function_for(options)
+    run_app, function = _function_for(options, extra=extra)
     if _running is not None and _running[0] is run_app:
         return function, 0.0
     close()
@@ -320,10 +388,10 @@ class _Waited:
     On Ctrl-C or a failure the app is stopped, which stops its containers.
     """
 
-    def __init__(self, jobs: Sequence[bytes], options: Options) -> None:
+    def __init__(self, jobs: Sequence[bytes], options: Options, extra: tuple[str, ...]) -> None:
         self.jobs, self.options, self.call = jobs, options, None
         try:
-            self.function, image_seconds = _started(options)
+            self.function, image_seconds = _started(options, extra)
             self.seconds = {"image": image_seconds}
             start = time.perf_counter()
             if len(jobs) == 1:
@@ -544,11 +612,13 @@ class ModalBackend:
             If no Modal credentials are configured.
         InvalidOptionError
             If a job is larger than Modal can take as an argument.
+        PayloadError
+            If a job's pickle needs a module a Modal image cannot install.
         """
-        _check_jobs(jobs)
+        extra = _check_jobs(jobs)
         if detached is None:
-            return _Waited(jobs, options)
-        run_app, function = _function_for(options, detached=True)
+            return _Waited(jobs, options, extra)
+        run_app, function = _function_for(options, detached=True, extra=extra)
         calls = []
         with modal.enable_output(), run_app.run(detach=True):
             for index, job in enumerate(jobs):
