@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pymc_modal import pricing, samplers
-from pymc_modal.checks import count
+from pymc_modal.checks import count, invalid, is_number
 from pymc_modal.errors import InvalidOptionError
 
 __all__ = ["BACKENDS", "Options", "gpu", "options", "resolve"]
@@ -27,6 +27,9 @@ MAX_RETRIES = 10  # Modal's limit
 SCALEDOWN_WINDOW = (2, 3600)  # Modal's limits; its default is 60 s
 
 ENVIRONMENT = {"backend": "PYMC_MODAL_BACKEND", "gpu": "PYMC_MODAL_GPU"}
+# The least CPU (cores) and memory (MiB) a Modal container can be given.
+MIN_CPU = 0.125
+MIN_MEMORY = 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +67,12 @@ class Options:
         ``"nutpie"``: nutpie's NUTS and mass-matrix adaptation. ``"chees"``:
         BlackJAX's ChEES-adapted jittered HMC, all chains one ensemble (use
         many chains and a long warm-up).
+    cpu : float, optional
+        Physical cores to request for each Modal container; by default sized
+        for the job (:mod:`pymc_modal.resources`).
+    memory : int, optional
+        MiB of memory to request for each Modal container; by default sized
+        for the job.
     """
 
     backend: str = "auto"
@@ -75,6 +84,8 @@ class Options:
     workers: int = 1
     scaledown_window: int = 60
     sampler: str = samplers.DEFAULT
+    cpu: float | None = None
+    memory: int | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -97,8 +108,18 @@ class Options:
             ),
             "retries": count("retries", self.retries, "retries", 2, 0, MAX_RETRIES),
         }
+        if self.memory is not None:
+            counts["memory"] = count("memory", self.memory, "MiB", 32768, MIN_MEMORY)
         for name, value in counts.items():
             object.__setattr__(self, name, value)
+        if self.cpu is not None and not (is_number(self.cpu) and self.cpu >= MIN_CPU):
+            raise invalid(
+                self.cpu,
+                f"cpu={self.cpu!r}: pass a number of physical cores of at least {MIN_CPU}, "
+                "such as cpu=8.",
+            )
+        if self.cpu is not None:
+            object.__setattr__(self, "cpu", float(self.cpu))
         if isinstance(self.gpu, str):
             gpus = self.gpu.split(",")
         else:

@@ -31,6 +31,7 @@ from pymc_modal import (
     payload,
     preflight,
     pricing,
+    resources,
     result,
     samplers,
     store,
@@ -172,6 +173,8 @@ class Encoded:
         The result's attrs known so far.
     seconds : dict
         The client's own phases so far.
+    resources : Resources
+        What its largest job needs of a container's CPU and memory.
     """
 
     plan: Plan
@@ -179,6 +182,7 @@ class Encoded:
     blobs: tuple[str, ...]
     attrs: dict[str, Any]
     seconds: dict[str, float]
+    resources: resources.Resources
 
 
 def plan(request: Request) -> Plan:
@@ -381,7 +385,28 @@ def encode(planned: Plan) -> Encoded:
             planned.checked.parameters,
         )
         store.save_fit(planned.key, fit)
-    return Encoded(planned, jobs, tuple(sorted(blobs)), known, seconds)
+    return Encoded(
+        planned, jobs, tuple(sorted(blobs)), known, seconds, _needs(planned, jobs, blobs)
+    )
+
+
+def _needs(planned: Plan, jobs: tuple[bytes, ...], blobs: dict[str, bytes]) -> resources.Resources:
+    """What the largest of the jobs needs of its container."""
+    data_bytes = sum(map(len, blobs.values()))
+    if planned.checked is None:
+        result_bytes = planned.request.options.max_result_bytes
+        return resources.size(max(map(len, jobs)), data_bytes, result_bytes)
+    each = [
+        resources.size(
+            len(job),
+            data_bytes,
+            planned.checked.result_bytes * share.chains // planned.settings.chains,
+            share,
+            planned.checked.parameters,
+        )
+        for job, share in zip(jobs, planned.shares, strict=True)
+    ]
+    return resources.Resources(max(r.cpu for r in each), max(r.memory for r in each))
 
 
 def submit_and_wait(
@@ -415,7 +440,8 @@ def submit_and_wait(
         if on_answer is not None and len(delivered[owner]) == len(encoded[owner].jobs):
             on_answer(owner, delivered[owner])
 
-    deliveries = encoded[0].plan.backend.submit(jobs, options).wait(answered)
+    sized = resources.applied(options, [call.resources for call in encoded])
+    deliveries = encoded[0].plan.backend.submit(jobs, sized).wait(answered)
     return [
         [d for d, owner in zip(deliveries, owners, strict=True) if owner == i]
         for i in range(len(encoded))
@@ -573,7 +599,8 @@ def detach(encoded: Encoded) -> str:
     planned = encoded.plan
     folder = store.new_run_folder()
     try:
-        submission = planned.backend.submit(encoded.jobs, planned.request.options, detached=folder)
+        sized = resources.applied(planned.request.options, [encoded.resources])
+        submission = planned.backend.submit(encoded.jobs, sized, detached=folder)
         record = {
             "id": folder.name,
             "created": datetime.datetime.now().isoformat(timespec="seconds"),

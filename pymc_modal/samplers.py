@@ -81,9 +81,12 @@ class Sampler:
         What its options are called in messages.
     ensemble : bool
         It adapts from an ensemble of chains, so it needs two or more.
-    memory_follows_var_names : bool
-        The worker holds only the variables ``var_names`` keeps; otherwise
-        every parameter's draws.
+    trace_bytes_per_value : int
+        Bytes per parameter per draw (warm-up's included) per chain that it
+        keeps in memory whatever ``var_names`` keeps; 0 where the worker
+        holds only the variables ``var_names`` keeps.
+    thread_per_chain : bool
+        Each chain runs in a thread of its own on the worker's CPU.
     most_blocks : int, optional
         With ``target_ess`` and no ``max_draws``, stop after this many blocks
         (the sampler reserves memory for every draw it may draw); None: only
@@ -107,7 +110,8 @@ class Sampler:
     values: dict[str, tuple[Callable[[object], bool], str]]
     whose: str
     ensemble: bool = False
-    memory_follows_var_names: bool = True
+    trace_bytes_per_value: int = 0
+    thread_per_chain: bool = False
     most_blocks: int | None = None
     checkpoints: bool = True
     warm_start: bool = False
@@ -182,7 +186,10 @@ SAMPLERS = {
             lambda: frozenset(_NUTPIE_VALUES),
             _NUTPIE_VALUES,
             "nutpie's options",
-            memory_follows_var_names=False,
+            # nutpie 0.16 keeps every draw's unconstrained position and gradient, whatever it
+            # is asked to store: the most measured (33.6 to 36.7, benchmarks/nutpie_memory.py).
+            trace_bytes_per_value=37,
+            thread_per_chain=True,
             # nutpie reserves memory for every draw it is asked for when it starts, some 5
             # bytes per parameter per draw per chain (it could not reserve 4 x 10**6 draws
             # of 42,042), and cannot draw more later.

@@ -79,6 +79,10 @@ class Container:
         self.folder = server.root / "containers" / str(number)
         spec = (function._base_function or function)._spec
         self.image = spec.image
+        # What the server gives the container: a variant's resources over its function's spec.
+        given = function._options.resources if function._base_function else None
+        self.cpu = given.milli_cpu / 1000 if given and given.milli_cpu else spec.cpu
+        self.memory = given.memory_mb if given and given.memory_mb else spec.memory
         files = self.folder / "fs"
         for mount in _mounts(
             types.SimpleNamespace(_deps_=lambda: [spec.image, *spec.mounts]), set()

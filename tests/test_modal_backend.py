@@ -29,6 +29,7 @@ from pymc_modal.config import resolve
 from pymc_modal.errors import (
     GpuNotFoundError,
     InvalidOptionError,
+    InvalidTypeError,
     MissingCredentialsError,
     PayloadError,
     RunTimeoutError,
@@ -51,6 +52,8 @@ def _tiny_model():
 # A job's header with no model behind it: the backend reads it, the worker refuses it.
 JOB = payload._pack({"kind": "job", "imports": []}, b"")
 DEFAULT_OPTIONS = {"gpu": "A100", "timeout": 7200, "retries": 0, "scaledown_window": 60}
+# What a small job's container is given: the worker's own 4 GiB and its job, rounded up.
+SMALL = {"cpu": 4.0, "memory": 5 * 1024}
 RESULTS = "pymc-modal-results"
 TINY = {"draws": 20, "tune": 20, "chains": 2, "random_seed": 3, "progressbar": False}
 
@@ -64,9 +67,10 @@ def test_modal_run_returns_what_the_local_backend_returns(modal_server, model):
     assert (type(job), answer_name, timeout, type(submitted)) == (bytes, None, 7200, float)
     (app,) = modal_server.started_apps
     assert app["description"] == "pymc-modal" and not app["detached"]
-    assert modal_server.options == [DEFAULT_OPTIONS]
+    assert modal_server.options == [{**DEFAULT_OPTIONS, **SMALL}]
     # The container imported the package from the image's mount, not from this client.
     (container,) = modal_server.containers
+    assert (container.cpu, container.memory) == (SMALL["cpu"], SMALL["memory"])
     status, started = container.started
     assert status == "ready" and started["is_local"] is False
     assert started["file"].startswith(str(container.folder))
@@ -279,7 +283,14 @@ def test_gpu_timeout_and_retries_from_the_context_manager(modal_server):
     with pymc_modal.gpu("H100", timeout=600, retries=2) as options:
         (delivery,) = _run([JOB], options)
     assert modal_server.options == [
-        {"gpu": "H100", "timeout": 600, "retries": 2, "scaledown_window": 60}
+        {
+            "gpu": "H100",
+            "cpu": None,
+            "memory": None,
+            "timeout": 600,
+            "retries": 2,
+            "scaledown_window": 60,
+        }
     ]
     assert delivery.where == "Modal H100"
     assert [args[:3] for args in modal_server.spawned] == [(JOB, None, 600)]
@@ -594,3 +605,32 @@ def test_a_module_no_image_can_install_is_refused_before_anything_starts(modal_s
     with pytest.raises(PayloadError, match=r"of sampler-tools 0.1.dev3, installed from git\+"):
         pymc_modal.sample(model=_model_using(vendored.draw), backend="modal", **TINY)
     assert modal_server.started_apps == [] and modal_server.uploaded == []
+
+
+def test_each_container_gets_the_cpu_and_memory_its_job_needs(modal_server, model):
+    modal_server.call_error = modal.exception.RemoteError("stop here")
+
+    def asked(**kwargs):
+        with pytest.raises(modal.exception.RemoteError):
+            pymc_modal.sample(backend="modal", **{**TINY, **kwargs})
+        return modal_server.options[-1]["cpu"], modal_server.options[-1]["memory"]
+
+    assert asked(model=model) == (4.0, 5 * 1024)
+    assert asked(model=model, sampler="nutpie", chains=8) == (8.0, 5 * 1024)  # a thread a chain
+    with pm.Model() as wide:
+        pm.Normal("x", shape=5000)
+    # 1.6 GB of draws, held three times as the answer is packed, over the worker's 4 GiB.
+    assert asked(model=wide, draws=20_000) == (4.0, 9 * 1024)
+    with pymc_modal.options(cpu=2, memory=2048):
+        assert asked(model=model) == (2.0, 2048)
+        _, fallback = modal_backend._function_for(resolve(gpu=["H100", "A100"]))
+    assert (_raw(fallback)._spec.cpu, _raw(fallback)._spec.memory) == (2.0, 2048)
+
+
+def test_cpu_and_memory_that_modal_cannot_give_are_refused():
+    with pytest.raises(InvalidOptionError, match=r"cpu=0\.1: pass a number of physical cores"):
+        resolve(cpu=0.1)
+    with pytest.raises(InvalidTypeError, match=r"cpu='8': pass a number"):
+        resolve(cpu="8")
+    with pytest.raises(InvalidOptionError, match=r"memory=64: pass a whole number of MiB, such as"):
+        resolve(memory=64)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import inspect
+import os
 import re
 import warnings
 from pathlib import Path
@@ -216,7 +217,7 @@ def test_nutpie_refuses_a_trace_the_machine_could_not_hold_before_sampling(
     model, settings, monkeypatch, draws, target_ess, room, message
 ):
     """``room``: the draws a chain, warm-up's included, the machine's memory holds."""
-    per_draw = nutpie_worker.TRACE_BYTES_PER_VALUE * 7 * 2  # 7 parameters, 2 chains
+    per_draw = NUTPIE.trace_bytes_per_value * 7 * 2  # 7 parameters, 2 chains
     monkeypatch.setattr(nutpie_worker, "_memory_bytes", lambda: per_draw * room)
     monkeypatch.setattr("nutpie.sample", _never_called)
     settings = dataclasses.replace(
@@ -266,3 +267,15 @@ def test_readme_says_which_samplers_checkpoint_extend_and_warm_start_as_the_regi
     for row, flag in capable.items():
         yes = [name for name, cell in zip(names, said[row], strict=True) if cell.startswith("yes")]
         assert yes == [name for name in names if getattr(SAMPLERS[name], flag)], row
+
+
+@pytest.mark.parametrize(
+    ("limit", "expected"), [("1073741824\n", 2**30), ("max\n", None), (None, None)]
+)
+def test_nutpie_reads_its_container_s_memory_limit(tmp_path, monkeypatch, limit, expected):
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    path = tmp_path / "memory.max"
+    if limit is not None:
+        path.write_text(limit)
+    monkeypatch.setattr(nutpie_worker, "CGROUP_LIMITS", (str(path),))
+    assert nutpie_worker._memory_bytes() == (expected or physical)

@@ -205,33 +205,28 @@ def check_credentials() -> None:
 def _function_for(
     options: Options, detached: bool = False, extra: tuple[str, ...] = ()
 ) -> tuple[modal.App, modal.Function]:
-    """The app to run and the function variant with this call's GPU, timeout and retries.
+    """The app to run and the function variant with this call's GPU, CPU, memory and limits.
 
     ``extra`` are the pinned packages the jobs need beyond the image's.
     """
+    container = {
+        "cpu": options.cpu,
+        "memory": options.memory,
+        "timeout": options.timeout,
+        "retries": options.retries,
+        "scaledown_window": options.scaledown_window,
+    }
     if isinstance(options.gpu, str) and not extra:
         base = detached_function if detached else gpu_function
-        variant = base.with_options(
-            gpu=options.gpu,
-            timeout=options.timeout,
-            retries=options.retries,
-            scaledown_window=options.scaledown_window,
-        )
+        variant = base.with_options(gpu=options.gpu, **container)
         return (detached_app if detached else app), variant
     gpus = (options.gpu,) if isinstance(options.gpu, str) else options.gpu
-    return _variant(
-        gpus, options.timeout, options.retries, options.scaledown_window, detached, extra
-    )
+    return _variant(gpus, detached, extra, **container)
 
 
 @functools.cache
 def _variant(
-    gpus: tuple[str, ...],
-    timeout: int,
-    retries: int,
-    scaledown_window: int,
-    detached: bool,
-    extra: tuple[str, ...],
+    gpus: tuple[str, ...], detached: bool, extra: tuple[str, ...], **container: Any
 ) -> tuple[modal.App, modal.Function]:
     # Function.with_options takes one GPU type and no image; a fallback list or an image
     # with more packages is a decorator option, so it gets an app of its own around the
@@ -241,13 +236,7 @@ def _variant(
         image=image.uv_pip_install(*extra) if extra else image,
         include_source=False,
     )
-    function = _decorate(
-        variant_app,
-        gpus[0] if len(gpus) == 1 else list(gpus),
-        timeout=timeout,
-        retries=retries,
-        scaledown_window=scaledown_window,
-    )
+    function = _decorate(variant_app, gpus[0] if len(gpus) == 1 else list(gpus), **container)
     return variant_app, function
 
 

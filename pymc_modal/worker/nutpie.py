@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import os
 import threading
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -47,26 +48,32 @@ _STATS = {
     "diverging": "diverging",
     "energy": "energy",
 }
-# nutpie 0.16 keeps every draw's unconstrained position and gradient, warm-up's included,
-# whatever it is asked to store: this many bytes per parameter per draw per chain, the most
-# measured (33.6 to 36.7, benchmarks/nutpie_memory.py); the worker's own memory comes on top.
-TRACE_BYTES_PER_VALUE = 37
 
 
 # The samplers to suggest instead.
 _LEAN = " or ".join(
-    f"sampler={name!r}" for name, entry in SAMPLERS.items() if entry.memory_follows_var_names
+    f"sampler={name!r}" for name, entry in SAMPLERS.items() if not entry.trace_bytes_per_value
 )
 
 
+# Where a container's memory limit is, under cgroup v2 and v1.
+CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
 def _memory_bytes() -> int:
-    """The memory of the machine the worker runs on."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    """The memory the worker may use: the machine's, or its container's limit if lower."""
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in CGROUP_LIMITS:
+        with contextlib.suppress(OSError):
+            limit = Path(path).read_text().strip()
+            if limit.isdigit():  # "max" where the container has no limit
+                return min(physical, int(limit))
+    return physical
 
 
 def _check_memory(parameters: int, settings: SampleSettings, draws: int) -> None:
     """Refuse a run whose trace nutpie could not hold in this machine's memory."""
-    per_draw = TRACE_BYTES_PER_VALUE * parameters * settings.chains
+    per_draw = SAMPLERS["nutpie"].trace_bytes_per_value * parameters * settings.chains
     need, have = per_draw * (settings.tune + draws), _memory_bytes()
     if need <= have:
         return
