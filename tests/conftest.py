@@ -67,9 +67,21 @@ def nothing_shipped(monkeypatch):
         monkeypatch.setattr(backend, "submit", refuse)
 
 
+# Every environment variable by which Modal's client could authenticate.
+MODAL_AUTH = (
+    "MODAL_TOKEN_ID",
+    "MODAL_TOKEN_SECRET",
+    "MODAL_IS_REMOTE",
+    "MODAL_OAUTH_REFRESH_TOKEN",
+    "MODAL_OAUTH_CLIENT_ID",
+    "MODAL_OAUTH_CLIENT_SECRET",
+    "MODAL_OAUTH_JWT_KEY",
+)
+
+
 @pytest.fixture(autouse=True)
 def _no_modal_credentials(monkeypatch):
-    for name in ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "MODAL_PROFILE", "PYMC_MODAL_BACKEND"):
+    for name in (*MODAL_AUTH, "MODAL_PROFILE", "PYMC_MODAL_BACKEND"):
         monkeypatch.delenv(name, raising=False)
 
 

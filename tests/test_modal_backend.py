@@ -232,6 +232,15 @@ def test_detached_answer_falls_back_to_the_call(modal_server, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_failed_results_commit_still_returns_a_detached_answer(modal_server, tmp_path):
+    modal_server.failing_commits = {RESULTS}
+    (delivery,) = _detached(tmp_path / "run").wait()
+    assert not (modal_server.volume(RESULTS) / "run-0").exists()
+    with pytest.raises(VersionMismatchError):  # the job's own answer, from the call
+        payload.decode_result(delivery.answer, delivery.where)
+
+
+@pytest.mark.slow
 def test_a_pending_detached_run_is_running_until_it_answers(modal_server, tmp_path):
     modal_server.hold = True
     submitted = _detached(tmp_path / "run")

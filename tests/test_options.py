@@ -54,10 +54,35 @@ def test_auto_is_local_without_credentials_and_says_why_once(caplog):
     assert len(messages) == 1
 
 
-def test_auto_is_modal_with_credentials(monkeypatch):
-    monkeypatch.setenv("MODAL_TOKEN_ID", "ak-test")
-    monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-test")
+@pytest.mark.parametrize(
+    "environment",
+    [
+        {"MODAL_TOKEN_ID": "ak-test", "MODAL_TOKEN_SECRET": "as-test"},
+        # OAuth, with a client secret or a JWT key, as Modal's client takes it
+        {"REFRESH_TOKEN": "rt", "CLIENT_ID": "ci", "CLIENT_SECRET": "cs"},
+        {"REFRESH_TOKEN": "rt", "CLIENT_ID": "ci", "JWT_KEY": "jk"},
+        # inside a Modal container, which authenticates as the container
+        {"MODAL_IS_REMOTE": "1"},
+    ],
+)
+def test_auto_is_modal_wherever_modal_s_client_authenticates(monkeypatch, environment):
+    for name, value in environment.items():
+        monkeypatch.setenv(name if name.startswith("MODAL_") else f"MODAL_OAUTH_{name}", value)
     assert backends.choose("auto").name == "modal"
+
+
+@pytest.mark.parametrize(
+    "environment",
+    [
+        {"MODAL_TOKEN_ID": "ak-test"},
+        {"REFRESH_TOKEN": "rt", "CLIENT_ID": "ci"},
+        {"REFRESH_TOKEN": "rt", "CLIENT_ID": "ci", "CLIENT_SECRET": "cs", "JWT_KEY": "jk"},
+    ],
+)
+def test_incomplete_credentials_are_none(monkeypatch, environment):
+    for name, value in environment.items():
+        monkeypatch.setenv(name if name.startswith("MODAL_") else f"MODAL_OAUTH_{name}", value)
+    assert backends.choose("auto").name == "local"
 
 
 @pytest.mark.parametrize("seconds", [1, 3601, 2.5])

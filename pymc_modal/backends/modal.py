@@ -168,7 +168,14 @@ def run_job(
     )
     if answer_name is not None:
         Path(RESULTS_MOUNT, answer_name).write_bytes(answer)
-        results_volume.commit()
+        try:
+            results_volume.commit()
+        except Exception as exc:  # The call's own result carries the answer all the same.
+            _log.warning(
+                "The answer was not saved to the results volume (%s); it is fetched from the "
+                "call instead, which Modal keeps for 7 days.",
+                exc,
+            )
     try:
         jax_cache_volume.commit()
     except Exception as exc:  # Containers committing the same programs at once can conflict.
@@ -187,9 +194,21 @@ detached_function = _decorate(detached_app, DEFAULT_GPU, timeout=DEFAULT_TIMEOUT
 
 
 def credentials_configured() -> bool:
-    """Whether Modal credentials are set, in the environment or in ``~/.modal.toml``."""
+    """Whether Modal's client can authenticate, as ``modal.client._Client.from_env`` decides.
+
+    Inside a Modal container it authenticates as the container; elsewhere with
+    a token (``token_id`` and ``token_secret``) or OAuth credentials (a
+    refresh token, a client id and one of a client secret or a JWT key), from
+    the environment or the active profile of ``~/.modal.toml``.
+    """
+    if modal.config._is_remote():
+        return True
     config = modal.config.config
-    return bool(config.get("token_id") and config.get("token_secret"))
+    if config.get("token_id") and config.get("token_secret"):
+        return True
+    secret, jwt_key = config.get("oauth_client_secret"), config.get("oauth_jwt_key")
+    oauth = config.get("oauth_refresh_token") and config.get("oauth_client_id")
+    return bool(oauth) and bool(secret) != bool(jwt_key)
 
 
 def check_credentials() -> None:
@@ -198,7 +217,8 @@ def check_credentials() -> None:
         raise MissingCredentialsError(
             "No Modal credentials found. Run `modal setup` once (it stores a token in "
             "~/.modal.toml), or set the MODAL_TOKEN_ID and MODAL_TOKEN_SECRET environment "
-            "variables; or sample on this machine with backend='local'."
+            "variables (or Modal's OAuth settings); or sample on this machine with "
+            "backend='local'."
         )
 
 
