@@ -33,34 +33,36 @@ __all__ = ["compute_log_likelihood", "sample_posterior_predictive", "sample_prio
 _SHIPPED_GROUPS = ("posterior", "constant_data", "observed_data")
 
 
-def _check_size(size: int, what: str, max_result_bytes: int) -> None:
+def _check_size(size: int, what: str, advice: str, max_result_bytes: int) -> None:
     """Refuse before shipping a result of ``size`` bytes over the limit."""
     if size > max_result_bytes:
         raise ResultTooLargeError(
             f"The result would be about {checks.format_bytes(size)} ({what}), over the limit "
-            f"of {checks.format_bytes(max_result_bytes)}. Ask for fewer draws or variables "
-            "(var_names=...), or raise pymc_modal.options(max_result_bytes=...)."
+            f"of {checks.format_bytes(max_result_bytes)}. {advice}, or raise "
+            "pymc_modal.options(max_result_bytes=...)."
         )
 
 
-def _posterior_size(model, groups: dict[str, Any], var_names) -> tuple[int, str]:
-    """Bytes of the observed variables' draws over the posterior, and what they are."""
+def _posterior_size(model, groups: dict[str, Any], var_names) -> tuple[int, str, str]:
+    """Bytes of the observed variables' draws over the posterior, what they are, what to do."""
     posterior = groups["posterior"]
     draws = posterior.sizes["chain"] * posterior.sizes["draw"]
     observed = find_observations(model) or {}
     names = observed if var_names is None else [n for n in var_names if n in observed]
     size = draws * sum(math.prod(np.shape(observed[name])) * 8 for name in names)
-    return size, f"{draws} draws of {', '.join(names)}; thin the posterior first"
+    thin = "Thin the posterior first (e.g. idata.sel(draw=slice(None, None, 10)))"
+    return size, f"{draws} draws of {', '.join(names)}", thin
 
 
-def _prior_size(model, draws: int, var_names) -> tuple[int, str]:
+def _prior_size(model, draws: int, var_names) -> tuple[int, str, str]:
     """Bytes of the prior draws of ``var_names`` (PyMC's default: every named variable)."""
     variables = [*model.free_RVs, *model.deterministics, *model.observed_RVs]
     if var_names is not None:
         variables = [v for v in variables if v.name in var_names]
     shapes = pytensor.function([], [v.shape for v in variables], on_unused_input="ignore")()
     size = draws * sum(math.prod(shape) * 8 for shape in shapes)
-    return size, f"{draws} draws of {', '.join(v.name for v in variables)}"
+    fewer = "Ask for fewer draws, or fewer variables with var_names=[...]"
+    return size, f"{draws} draws of {', '.join(v.name for v in variables)}", fewer
 
 
 def _run(kind: str, trace, model, kwargs: dict[str, Any], backend, gpu, quiet: bool):
