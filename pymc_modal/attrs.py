@@ -16,12 +16,15 @@ __all__ = [
     "ATTEMPTS",
     "BACKEND",
     "COST_USD",
+    "CPU",
     "DATA_BYTES",
     "DEVICE",
     "ERROR",
     "FIT",
     "GPU",
     "GPU_SECONDS",
+    "IDLE_SECONDS",
+    "MEMORY_MIB",
     "PAYLOAD_BYTES",
     "RESULT_BYTES_ESTIMATED",
     "RETURNED_BYTES",
@@ -46,8 +49,13 @@ DATA_BYTES = "pymc_modal_data_bytes"
 UPLOADED_BYTES = "pymc_modal_uploaded_bytes"
 RESULT_BYTES_ESTIMATED = "pymc_modal_result_bytes_estimated"
 RETURNED_BYTES = "pymc_modal_returned_bytes"
+# What the bill counts: the GPU the workers ran on, their seconds, the idle window after
+# them, the CPU and memory their containers asked for.
 GPU = "pymc_modal_gpu"
 GPU_SECONDS = "pymc_modal_gpu_seconds"
+IDLE_SECONDS = "pymc_modal_idle_seconds"
+CPU = "pymc_modal_cpu"
+MEMORY_MIB = "pymc_modal_memory_mib"
 COST_USD = "pymc_modal_cost_usd"
 RUN_ID = "pymc_modal_run_id"
 # The key of the sampling call that made the result, under which `store` keeps its record

@@ -24,7 +24,7 @@ from pymc_modal._compat import jax_seed
 from pymc_modal.checks import closest, count, invalid, is_number, is_whole
 from pymc_modal.config import resolve
 from pymc_modal.errors import InvalidOptionError, InvalidTypeError, UnsupportedArgumentError
-from pymc_modal.job import SampleSettings
+from pymc_modal.job import STOPPING, SampleSettings
 from pymc_modal.paths import fits_dir
 from pymc_modal.runs import Run, fetch
 
@@ -598,14 +598,15 @@ def extend(
                 f"{reached.min_ess_tail:.0f}, max R-hat {reached.max_rhat:.3f}); pass a "
                 "higher target_ess= or a lower max_rhat=."
             )
-    stopping = {"target_ess": None, "max_rhat": 1.01, "max_draws": None}
-    stopping.update(max_seconds=None, max_cost=None, price_per_second=None)
     settings = dataclasses.replace(
         earlier,
-        **{**stopping, **target},
-        draws=length,
-        progressbar=bool(progressbar) and not quiet,
-        extend=True,
+        **{
+            **STOPPING,
+            **target,
+            "draws": length,
+            "progressbar": bool(progressbar) and not quiet,
+            "extend": True,
+        },
     )
     request = pipeline.Request(
         modelcontext(model),

@@ -53,7 +53,7 @@ class Options:
         How many times Modal retries a failed or preempted attempt.
     price_per_second : float, optional
         US dollars per GPU-second for the cost estimate, instead of the table
-        in :mod:`pymc_modal.pricing`.
+        in :mod:`pymc_modal.pricing` (whose CPU and memory rates still count).
     workers : int
         How many workers share the chains: Modal containers with a GPU each,
         or processes on the local backend. Each worker's chains get seeds of

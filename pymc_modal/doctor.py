@@ -74,6 +74,8 @@ def doctor(gpu: str | None = None) -> list[str]:
         f"{sampling:.2f} s for {DRAWS} warm-up steps and {DRAWS} draws)",
         f"  seconds      {phases}",
         f"  cost         about ${found[attrs.COST_USD]:.4f} "
-        f"({found[attrs.GPU_SECONDS]:.1f} s of {found[attrs.GPU]})",
+        f"({found[attrs.GPU_SECONDS]:.1f} s of {found[attrs.GPU]}, {found[attrs.CPU]:g} cores "
+        f"and {found[attrs.MEMORY_MIB] / 1024:g} GiB, and up to {found[attrs.IDLE_SECONDS]} s "
+        "kept warm after it)",
         "Modal is ready: pymc_modal.sample(..., backend='modal') runs there.",
     ]

@@ -21,6 +21,7 @@ __all__ = [
     "ForwardAnswer",
     "ForwardSettings",
     "Returned",
+    "STOPPING",
     "SampleSettings",
     "chain_settings",
     "kept_variables",
@@ -61,8 +62,10 @@ class SampleSettings:
     tail ESS reach ``target_ess`` and its R-hat is at most ``max_rhat``, or
     until a cap: ``max_draws`` per chain (always set, by the client's plan),
     ``max_seconds`` of the worker's own time, or ``max_cost`` dollars of it
-    at ``price_per_second`` (also what the forecast of the cost to the
-    target is priced at; None where nothing is billed). See :mod:`pymc_modal.worker.blocks`.
+    at ``price_per_second`` (its container's whole rate, also what the
+    forecast of the cost to the target is priced at; None where nothing is
+    billed), ``idle_seconds`` of which are billed after the answer. See
+    :mod:`pymc_modal.worker.blocks`.
 
     ``extend`` lets the run go on from its chains' checkpoint even where the
     run that saved it had ended as asked (:func:`pymc_modal.extend`).
@@ -92,6 +95,7 @@ class SampleSettings:
     max_seconds: float | None = None
     max_cost: float | None = None
     price_per_second: float | None = None
+    idle_seconds: float = 0.0
     extend: bool = False
     warm_start: str | None = None
 
@@ -102,8 +106,8 @@ class SampleSettings:
 ENDED_EARLY = ("deadline", "stopped", "error")
 # Settings that decide only when a run stops, not what it draws: runs that differ in
 # nothing else draw the same chains (the first draws of a longer run are a shorter run's),
-# so one can go on from the other's checkpoint.
-_STOPPING = {
+# so one can go on from the other's checkpoint. Their values here are the defaults.
+STOPPING = {
     "draws": 0,
     "max_draws": None,
     "extend": False,
@@ -113,12 +117,13 @@ _STOPPING = {
     "max_seconds": None,
     "max_cost": None,
     "price_per_second": None,
+    "idle_seconds": 0.0,
 }
 
 
 def chain_settings(settings: SampleSettings) -> SampleSettings:
     """``settings`` without what decides only when the run stops: what its chains depend on."""
-    return dataclasses.replace(settings, **_STOPPING)
+    return dataclasses.replace(settings, **STOPPING)
 
 
 # The forward computations, by kind: the name of PyMC's function that does each.

@@ -122,14 +122,13 @@ class Plan:
         Where the workers run (credentials checked).
     where : str
         The same, in words.
-    gpu : str, optional
-        The GPU billed, e.g. ``"H100"``; None where nothing is billed.
-    price_per_second : float, optional
-        US dollars a second of one worker costs (the user's rate, else the
-        table's for ``gpu``); None where nothing is billed.
+    resources : Resources
+        The CPU and memory each worker's container asks for.
+    tariff : Tariff, optional
+        What the containers are billed at; None where nothing is billed.
     settings : SampleSettings or ForwardSettings
         The whole call's settings; a target run's with ``max_draws`` (the
-        sampler's policy, within the result's size) and its price.
+        sampler's policy, within the result's size) and its rate.
     shares : tuple
         Each worker's settings.
     checked : preflight.Checked, optional
@@ -147,8 +146,8 @@ class Plan:
     request: Request
     backend: Backend
     where: str
-    gpu: str | None
-    price_per_second: float | None
+    resources: resources.Resources
+    tariff: pricing.Tariff | None
     settings: SampleSettings | ForwardSettings
     shares: tuple[SampleSettings | ForwardSettings, ...]
     checked: preflight.Checked | None = None
@@ -173,8 +172,6 @@ class Encoded:
         The result's attrs known so far.
     seconds : dict
         The client's own phases so far.
-    resources : Resources
-        What its largest job needs of a container's CPU and memory.
     """
 
     plan: Plan
@@ -182,7 +179,6 @@ class Encoded:
     blobs: tuple[str, ...]
     attrs: dict[str, Any]
     seconds: dict[str, float]
-    resources: resources.Resources
 
 
 def plan(request: Request) -> Plan:
@@ -199,15 +195,31 @@ def plan(request: Request) -> Plan:
     start = time.perf_counter()
     options = request.options
     backend = backends.choose(options.backend)
-    gpu = backend.billed_gpu(options)
-    price = None if gpu is None else pricing.cost(gpu, 1.0, options.price_per_second)
     where = backend.where(options)
     settings = request.settings
+    data_bytes = preflight.data_bytes(request.model)
     if isinstance(settings, ForwardSettings):
-        return Plan(request, backend, where, gpu, price, settings, (settings,))
+        sized = resources.chosen(options, [resources.size(data_bytes, options.max_result_bytes)])
+        tariff = backend.tariff(options, sized)
+        return Plan(request, backend, where, sized, tariff, settings, (settings,))
     checked = preflight.check(request.model, settings, options.max_result_bytes)
     if settings.target_ess is not None:
-        settings = _bounded(settings, checked, options, backend.name, price)
+        settings = _bounded(settings, checked, options)
+    sized = resources.chosen(
+        options,
+        [
+            resources.size(
+                data_bytes,
+                checked.result_bytes * share.chains // settings.chains,
+                share,
+                checked.parameters,
+            )
+            for share in fanout.split(settings, options.workers)
+        ],
+    )
+    tariff = backend.tariff(options, sized)
+    if settings.target_ess is not None:
+        settings = _priced(settings, tariff, backend.name)
     shares = tuple(fanout.split(settings, options.workers))
     preflight.check_start(request.model, shares)
     checkpoints = store.checkpoint_names(checked.fingerprint, shares)
@@ -217,8 +229,8 @@ def plan(request: Request) -> Plan:
         request,
         backend,
         where,
-        gpu,
-        price,
+        sized,
+        tariff,
         settings,
         shares,
         checked=checked,
@@ -275,30 +287,35 @@ def _check_previous(
         )
 
 
-def _bounded(
-    settings: SampleSettings,
-    checked: preflight.Checked,
-    options: Options,
-    backend_name: str,
-    price: float | None,
+def _bounded(settings: SampleSettings, checked: preflight.Checked, options: Options):
+    """A target run's settings with its draws bounded by the sampler's policy, unless given."""
+    if settings.max_draws is not None:
+        return settings
+    fits = options.max_result_bytes // (checked.draw_bytes * settings.chains)
+    max_draws = samplers.get(settings.sampler).max_draws(settings.draws, fits)
+    return dataclasses.replace(settings, max_draws=max_draws)
+
+
+def _priced(
+    settings: SampleSettings, tariff: pricing.Tariff | None, backend_name: str
 ) -> SampleSettings:
-    """A target run's settings with its price, and its draws bounded by the sampler's policy.
+    """A target run's settings with the rate its cost cap and forecast count.
 
     Raises
     ------
     InvalidOptionError
         For ``max_cost`` where nothing is billed.
     """
-    if settings.max_cost is not None and price is None:
-        raise InvalidOptionError(
-            f"max_cost={settings.max_cost:g}: the {backend_name} backend bills nothing, so "
-            "there is no cost to cap; bound the run with max_seconds= instead."
-        )
-    max_draws = settings.max_draws
-    if max_draws is None:
-        fits = options.max_result_bytes // (checked.draw_bytes * settings.chains)
-        max_draws = samplers.get(settings.sampler).max_draws(settings.draws, fits)
-    return dataclasses.replace(settings, max_draws=max_draws, price_per_second=price)
+    if tariff is None:
+        if settings.max_cost is not None:
+            raise InvalidOptionError(
+                f"max_cost={settings.max_cost:g}: the {backend_name} backend bills nothing, so "
+                "there is no cost to cap; bound the run with max_seconds= instead."
+            )
+        return settings
+    return dataclasses.replace(
+        settings, price_per_second=tariff.cap_rate, idle_seconds=tariff.idle_seconds
+    )
 
 
 def forward(request: Request) -> Any:
@@ -385,28 +402,7 @@ def encode(planned: Plan) -> Encoded:
             planned.checked.parameters,
         )
         store.save_fit(planned.key, fit)
-    return Encoded(
-        planned, jobs, tuple(sorted(blobs)), known, seconds, _needs(planned, jobs, blobs)
-    )
-
-
-def _needs(planned: Plan, jobs: tuple[bytes, ...], blobs: dict[str, bytes]) -> resources.Resources:
-    """What the largest of the jobs needs of its container."""
-    data_bytes = sum(map(len, blobs.values()))
-    if planned.checked is None:
-        result_bytes = planned.request.options.max_result_bytes
-        return resources.size(max(map(len, jobs)), data_bytes, result_bytes)
-    each = [
-        resources.size(
-            len(job),
-            data_bytes,
-            planned.checked.result_bytes * share.chains // planned.settings.chains,
-            share,
-            planned.checked.parameters,
-        )
-        for job, share in zip(jobs, planned.shares, strict=True)
-    ]
-    return resources.Resources(max(r.cpu for r in each), max(r.memory for r in each))
+    return Encoded(planned, jobs, tuple(sorted(blobs)), known, seconds)
 
 
 def submit_and_wait(
@@ -440,7 +436,7 @@ def submit_and_wait(
         if on_answer is not None and len(delivered[owner]) == len(encoded[owner].jobs):
             on_answer(owner, delivered[owner])
 
-    sized = resources.applied(options, [call.resources for call in encoded])
+    sized = resources.applied(options, [call.plan.resources for call in encoded])
     deliveries = encoded[0].plan.backend.submit(jobs, sized).wait(answered)
     return [
         [d for d, owner in zip(deliveries, owners, strict=True) if owner == i]
@@ -448,22 +444,27 @@ def submit_and_wait(
     ]
 
 
-def _cost(gpu: str | None, price_per_second: float | None, gpu_seconds: float) -> dict[str, Any]:
-    """The estimated charge: the billed GPU's seconds (every attempt's) at the planned price."""
-    if gpu is None:
+def _bill(
+    tariff: pricing.Tariff | None, answers: list[Answer], seconds: list[float]
+) -> dict[str, Any]:
+    """What the workers' containers cost: each at the rate of the GPU it ran on, for its
+    seconds (every attempt's) and the idle window after them (an estimate: at most)."""
+    if tariff is None:
         return {attrs.COST_USD: 0.0}
+    devices = [answer.device for answer in answers]
+    busy = [own + answer.earlier_seconds for own, answer in zip(seconds, answers, strict=True)]
     return {
-        attrs.GPU: gpu,
-        attrs.GPU_SECONDS: gpu_seconds,
-        attrs.COST_USD: price_per_second * gpu_seconds,
+        attrs.GPU: ", ".join(dict.fromkeys(map(tariff.billed, devices))),
+        attrs.GPU_SECONDS: sum(busy),
+        attrs.IDLE_SECONDS: tariff.idle_seconds * len(answers),
+        attrs.CPU: tariff.cpu,
+        attrs.MEMORY_MIB: tariff.memory,
+        attrs.COST_USD: sum(map(tariff.cost, devices, busy)),
     }
 
 
 def _assemble(
-    deliveries: list[Delivery],
-    known: dict[str, Any],
-    gpu: str | None,
-    price_per_second: float | None,
+    deliveries: list[Delivery], known: dict[str, Any], tariff: pricing.Tariff | None
 ) -> tuple[Answer, dict[str, Any]]:
     """The merged answer and the result's attrs, from the workers' deliveries.
 
@@ -489,7 +490,7 @@ def _assemble(
         attrs.WORKERS: len(deliveries),
         attrs.RETURNED_BYTES: sum(len(d.answer) for d in deliveries),
         attrs.ATTEMPTS: raw.attempts,
-        **_cost(gpu, price_per_second, sum(walls) + raw.earlier_seconds),
+        **_bill(tariff, answers, walls),
         **attrs.seconds(seconds),
         **attrs.of_convergence(raw.convergence),
         **{name: value for name, value in ended.items() if value is not None},
@@ -501,7 +502,7 @@ def finish(encoded: Encoded, deliveries: list[Delivery]):
     start = time.perf_counter()
     planned, request = encoded.plan, encoded.plan.request
     known = {**encoded.attrs, **attrs.seconds(encoded.seconds)}
-    raw, made = _assemble(deliveries, known, planned.gpu, planned.price_per_second)
+    raw, made = _assemble(deliveries, known, planned.tariff)
     idata = result.wrap(raw, planned.context, made)
     now = time.perf_counter()
     total = now - request.started
@@ -519,10 +520,20 @@ def finish(encoded: Encoded, deliveries: list[Delivery]):
             else f"{len(deliveries)} workers on {planned.where}",
             format_seconds(total),
             format_seconds(sampling),
-            "no charge" if planned.gpu is None else f"about ${made[attrs.COST_USD]:.2f}",
+            _charge(made),
             _reached(raw.convergence),
         )
     return _checked(request, idata)
+
+
+def _charge(made: dict[str, Any]) -> str:
+    """``"about $0.42 (H100, up to 60 s kept warm after it included)"``, or ``"no charge"``."""
+    if attrs.GPU not in made:
+        return "no charge"
+    return (
+        f"about ${made[attrs.COST_USD]:.2f} ({made[attrs.GPU]}, up to "
+        f"{made[attrs.IDLE_SECONDS]:.0f} s kept warm after it included)"
+    )
 
 
 def _reached(record: Convergence | None) -> str:
@@ -599,15 +610,14 @@ def detach(encoded: Encoded) -> str:
     planned = encoded.plan
     folder = store.new_run_folder()
     try:
-        sized = resources.applied(planned.request.options, [encoded.resources])
+        sized = resources.applied(planned.request.options, [planned.resources])
         submission = planned.backend.submit(encoded.jobs, sized, detached=folder)
         record = {
             "id": folder.name,
             "created": datetime.datetime.now().isoformat(timespec="seconds"),
             "backend": planned.backend.name,
             "workers": len(encoded.jobs),
-            "gpu": planned.gpu,
-            "price_per_second": planned.price_per_second,
+            "tariff": None if planned.tariff is None else dataclasses.asdict(planned.tariff),
             # What `python -m pymc_modal clean` must keep until the run is fetched.
             "blobs": list(encoded.blobs),
             # What `Run.stop` asks to stop.
@@ -641,7 +651,7 @@ def finish_run(folder: Path, wait: bool) -> None:
     deliveries = submission.wait(block=wait)
     if deliveries is None:
         raise WorkerError(f"Run {folder.name} is still running; fetch it with wait=True.")
-    raw, made = _assemble(deliveries, record["attrs"], record["gpu"], record["price_per_second"])
+    raw, made = _assemble(deliveries, record["attrs"], store.record_tariff(record))
     made[attrs.RUN_ID] = folder.name
     sampling = raw.seconds["compile"] + raw.seconds["sample"]
     record.update(cost_usd=made[attrs.COST_USD], sampling_seconds=sampling)

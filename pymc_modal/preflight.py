@@ -31,7 +31,7 @@ from pymc_modal.errors import (
 )
 from pymc_modal.job import EXTRA_FIELDS, FLOAT64_TRUNCATION, SampleSettings, returned
 
-__all__ = ["Checked", "check", "check_start", "draw_bytes"]
+__all__ = ["Checked", "check", "check_start", "data_bytes", "draw_bytes"]
 
 
 def _check_variables(model, settings: SampleSettings) -> None:
@@ -225,6 +225,26 @@ def _check_initvals(model, initvals, chains: int) -> None:
                     f"initvals[{name!r}] has shape {np.shape(value)}, but {name} has shape "
                     f"{shapes[name]}: give it a value of that shape."
                 )
+
+
+def data_bytes(model) -> int:
+    """The bytes of the arrays the model's graph holds: its data, observed and ``pm.Data``."""
+    from pytensor.compile.sharedvalue import SharedVariable
+    from pytensor.graph.basic import Constant
+    from pytensor.graph.traversal import ancestors
+
+    outputs = [*model.basic_RVs, *model.rvs_to_values.values()]
+    outputs += [*model.deterministics, *model.potentials]
+    total = 0
+    for variable in ancestors(outputs):
+        if isinstance(variable, Constant):
+            value = variable.data
+        elif isinstance(variable, SharedVariable):
+            value = variable.get_value(borrow=True)
+        else:
+            continue
+        total += value.nbytes if isinstance(value, np.ndarray) else 0
+    return total
 
 
 def check_start(model, shares: Sequence[SampleSettings]) -> None:

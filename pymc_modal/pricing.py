@@ -1,19 +1,34 @@
-"""The GPU types Modal offers and what a second of each costs.
+"""What Modal bills a container for: its GPU, CPU and memory, by the second.
 
-Source: Modal's pricing page (modal.com/pricing), as transcribed in July 2026;
-the A100-40GB price also appears in the flagship's source article. Prices
-change: pass ``pymc_modal.options(price_per_second=...)`` to use your own rate.
+A container is billed from its start until it scales down: while it works,
+and for ``scaledown_window`` seconds after its last answer, kept warm for the
+next call. Rates: Modal's pricing page (modal.com/pricing), as transcribed on
+:data:`RATES_AS_OF`; the A100-40GB price also appears in the flagship's
+source article. Prices change: pass
+``pymc_modal.options(price_per_second=...)`` to use your own GPU rate.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from pymc_modal.errors import InvalidOptionError
 
-__all__ = ["DEFAULT_GPU", "PRICE_PER_SECOND", "cost", "gpu_type", "parse_gpu"]
+__all__ = [
+    "CPU_PER_CORE_SECOND",
+    "DEFAULT_GPU",
+    "MEMORY_PER_GIB_SECOND",
+    "PRICE_PER_SECOND",
+    "RATES_AS_OF",
+    "Tariff",
+    "device_gpu",
+    "gpu_type",
+    "parse_gpu",
+]
 
 DEFAULT_GPU = "A100"
+RATES_AS_OF = "2026-07"
 
 # US dollars per GPU-second, by the name Modal accepts.
 PRICE_PER_SECOND = {
@@ -28,6 +43,10 @@ PRICE_PER_SECOND = {
     "L4": 0.000222,
     "T4": 0.000164,
 }
+# US dollars per physical core-second and per GiB-second of memory: the larger of what a
+# container asks for and what it uses is billed.
+CPU_PER_CORE_SECOND = 0.0000131
+MEMORY_PER_GIB_SECOND = 0.00000222
 # Other names Modal accepts, and the type they are billed as.
 ALIASES = {
     "A100": "A100-40GB",
@@ -35,6 +54,19 @@ ALIASES = {
     "H100!": "H100",
     "B200+": "B200",
 }
+# The GPU type a JAX device kind names, e.g. "NVIDIA A100-SXM4-80GB"; "A100" before "A10".
+_DEVICE_KINDS = (
+    (r"B200", "B200"),
+    (r"H200", "H200"),
+    (r"H100", "H100"),
+    (r"RTX PRO 6000", "RTX-PRO-6000"),
+    (r"A100.*80GB", "A100-80GB"),
+    (r"A100", "A100-40GB"),
+    (r"L40S", "L40S"),
+    (r"A10G?\b", "A10"),
+    (r"L4\b", "L4"),
+    (r"T4\b", "T4"),
+)
 _SPEC = re.compile(r"^(?P<name>[A-Za-z0-9!+-]+?)(?::(?P<count>\d+))?$")
 MAX_COUNT = 8
 
@@ -67,18 +99,64 @@ def gpu_type(spec: str) -> str:
     return ALIASES.get(name, name)
 
 
-def cost(spec: str, seconds: float, price_per_second: float | None = None) -> float:
-    """Estimated US dollars for ``seconds`` on the GPU(s) of ``spec``.
+def device_gpu(device: str) -> str | None:
+    """The GPU type of a worker's JAX device, e.g. ``"gpu: NVIDIA H100 80GB HBM3"`` -> ``"H100"``.
 
-    Parameters
-    ----------
-    spec : str
-        A GPU spec as Modal takes it, e.g. ``"H100"`` or ``"A100-80GB:2"``.
-    seconds : float
-        GPU-seconds billed per GPU.
-    price_per_second : float, optional
-        A rate per GPU-second to use instead of the table's.
+    None for a device that is no GPU Modal offers (a CPU).
     """
-    _, count = parse_gpu(spec)
-    rate = PRICE_PER_SECOND[gpu_type(spec)] if price_per_second is None else price_per_second
-    return rate * count * seconds
+    return next((gpu for kind, gpu in _DEVICE_KINDS if re.search(kind, device)), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tariff:
+    """What a call's containers are billed at, by the second.
+
+    Attributes
+    ----------
+    gpus : tuple of str
+        The GPU specs asked for, in the order Modal tries them.
+    cpu : float
+        Physical cores asked for.
+    memory : int
+        MiB of memory asked for.
+    idle_seconds : int
+        How long each container is kept warm after its answer
+        (``scaledown_window``): billed unless another call of the same
+        session uses it or the session ends first.
+    gpu_price : float, optional
+        The user's rate per GPU-second, instead of the table's.
+    """
+
+    gpus: tuple[str, ...]
+    cpu: float
+    memory: int
+    idle_seconds: int
+    gpu_price: float | None = None
+
+    def per_second(self, spec: str) -> float:
+        """US dollars a second of a container with the GPU(s) of ``spec``."""
+        _, count = parse_gpu(spec)
+        gpu = PRICE_PER_SECOND[gpu_type(spec)] if self.gpu_price is None else self.gpu_price
+        return (
+            gpu * count
+            + self.cpu * CPU_PER_CORE_SECOND
+            + self.memory / 1024 * MEMORY_PER_GIB_SECOND
+        )
+
+    @property
+    def cap_rate(self) -> float:
+        """The dearest of ``gpus``' rates: what a cost cap and a forecast count."""
+        return max(map(self.per_second, self.gpus))
+
+    def billed(self, device: str) -> str:
+        """The spec a worker that ran on ``device`` is billed as.
+
+        The spec asked for of the device's type; else (Modal gave a better GPU
+        than asked, as it may an H200 for ``"H100"``) the first asked for.
+        """
+        found = device_gpu(device)
+        return next((spec for spec in self.gpus if gpu_type(spec) == found), self.gpus[0])
+
+    def cost(self, device: str, seconds: float) -> float:
+        """US dollars for a container on ``device`` busy ``seconds``, then kept warm."""
+        return self.per_second(self.billed(device)) * (seconds + self.idle_seconds)

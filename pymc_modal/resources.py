@@ -3,7 +3,8 @@
 A Modal container gets 0.125 of a core and 128 MiB unless its function asks
 for more, while XLA compiles, the per-block diagnostics run and the result
 is packed on the container's CPU and in its memory, with the GPU billed all
-the while. Each submission asks for what its largest job needs.
+the while. A call's plan sizes its jobs' containers (or takes the user's
+``cpu=``/``memory=``); a submission of several calls asks for the largest.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pymc_modal import samplers
 from pymc_modal.config import Options
 from pymc_modal.job import SampleSettings
 
-__all__ = ["Resources", "applied", "size"]
+__all__ = ["Resources", "applied", "chosen", "size"]
 
 # What the worker holds before any job: Python, PyMC, JAX's runtime and XLA's compiler.
 BASE_MEMORY = 4 * 1024**3
@@ -41,7 +42,6 @@ class Resources:
 
 
 def size(
-    job_bytes: int,
     data_bytes: int,
     result_bytes: int,
     share: SampleSettings | None = None,
@@ -51,9 +51,8 @@ def size(
 
     Parameters
     ----------
-    job_bytes, data_bytes : int
-        The job's size and that of the data blobs it loads (both held twice
-        while the job is unpickled).
+    data_bytes : int
+        The model's data, held twice while the job is unpickled.
     result_bytes : int
         The most its answer can be (held three times as it is packed: the
         arrays, their pickle, the packed message).
@@ -66,7 +65,7 @@ def size(
     -------
     Resources
     """
-    memory = BASE_MEMORY + 2 * (job_bytes + data_bytes) + 3 * result_bytes
+    memory = BASE_MEMORY + 2 * data_bytes + 3 * result_bytes
     cpu = BASE_CPU
     if isinstance(share, SampleSettings):
         entry = samplers.get(share.sampler)
@@ -77,10 +76,20 @@ def size(
     return Resources(cpu, math.ceil(memory / 1024**3) * 1024)
 
 
-def applied(options: Options, needs: Sequence[Resources]) -> Options:
-    """``options`` with the CPU and memory a submission's jobs need, unless the user chose."""
-    return dataclasses.replace(
-        options,
-        cpu=options.cpu if options.cpu is not None else max(need.cpu for need in needs),
-        memory=options.memory if options.memory is not None else max(n.memory for n in needs),
+def _largest(needs: Sequence[Resources]) -> Resources:
+    return Resources(max(need.cpu for need in needs), max(need.memory for need in needs))
+
+
+def chosen(options: Options, needs: Sequence[Resources]) -> Resources:
+    """What a call's containers ask for: the user's ``cpu``/``memory``, else its largest need."""
+    largest = _largest(needs)
+    return Resources(
+        largest.cpu if options.cpu is None else options.cpu,
+        largest.memory if options.memory is None else options.memory,
     )
+
+
+def applied(options: Options, calls: Sequence[Resources]) -> Options:
+    """``options`` asking for the largest of the calls' resources, for one submission."""
+    largest = _largest(calls)
+    return dataclasses.replace(options, cpu=largest.cpu, memory=largest.memory)

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from pymc_modal import attrs as result_attrs
-from pymc_modal import payload
+from pymc_modal import payload, pricing
 from pymc_modal.config import Options
 from pymc_modal.job import ENDED_EARLY, SampleSettings, chain_settings
 from pymc_modal.paths import (
@@ -60,6 +60,7 @@ __all__ = [
     "new_run_folder",
     "read_context",
     "read_record",
+    "record_tariff",
     "remove_run",
     "save",
     "save_fit",
@@ -244,6 +245,18 @@ def read_record(folder: Path) -> dict[str, Any] | None:
         return json.loads(RunPaths(folder).record.read_text())
     except FileNotFoundError:
         return None
+
+
+def record_tariff(record: dict[str, Any]) -> pricing.Tariff | None:
+    """What a run's record says its containers are billed at; None where nothing is."""
+    if "tariff" in record:
+        found = record["tariff"]
+        return None if found is None else pricing.Tariff(**{**found, "gpus": tuple(found["gpus"])})
+    # A record written before runs kept their tariff: the GPU and its price per second.
+    if record.get("gpu") is None:
+        return None
+    _, count = pricing.parse_gpu(record["gpu"])
+    return pricing.Tariff((record["gpu"],), 0.0, 0, 0, record["price_per_second"] / count)
 
 
 def read_context(folder: Path) -> dict[str, Any]:

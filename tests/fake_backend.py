@@ -46,7 +46,7 @@ class InProcess:
     def where(self, options) -> str:
         return WHERE
 
-    def billed_gpu(self, options) -> None:
+    def tariff(self, options, resources) -> None:
         return None
 
     def store_blobs(self, blobs: dict[str, bytes]) -> int:

@@ -92,6 +92,22 @@ if config["gpu"]:
     import jax
 
     jax.default_backend = lambda: "gpu"
+if isinstance(config["gpu"], str):
+    import jax
+
+    class _Gpu:
+        """The host's JAX device, reporting itself as the GPU the server gave."""
+
+        platform, device_kind = "gpu", config["gpu"]
+
+        def __init__(self, device):
+            self._device = device
+
+        def __getattr__(self, name):
+            return getattr(self._device, name)
+
+    _devices = jax.devices
+    jax.devices = lambda *args, **kwargs: [_Gpu(d) for d in _devices(*args, **kwargs)]
 
 client = modal.Client("https://modal.invalid", api_pb2.CLIENT_TYPE_CONTAINER, None)
 definition = api_pb2.Function(

@@ -18,7 +18,8 @@
   act on the server's folder.
 
 Settings a test may change: ``gpu`` (False: JAX in a container reports its
-CPU, as when the CUDA plugin fails to load), ``failing_commits`` (volume
+CPU, as when the CUDA plugin fails to load; a JAX device kind such as
+``"NVIDIA A100-SXM4-80GB"``: the GPU every container is given), ``failing_commits`` (volume
 names whose container commits raise), ``hold`` (spawned calls stay pending
 until waited on without a timeout), ``call_error`` (the next calls end with
 this Modal exception, as if their container died), ``interrupt_spawn``

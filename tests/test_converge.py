@@ -65,6 +65,8 @@ def _checked(settings, seconds, size=50, started=None):
         ({"max_draws": 100}, "max_draws=100"),
         ({"max_seconds": 60.2}, "max_seconds=60.2"),
         ({"max_cost": 0.0602, "price_per_second": 0.001}, "max_cost=0.0602"),
+        # The idle window billed after the answer counts against the cap as well.
+        ({"max_cost": 0.0902, "price_per_second": 0.001, "idle_seconds": 30}, "max_cost=0.0902"),
     ],
 )
 def test_a_cap_stops_before_a_block_that_would_pass_it(settings, capsys, cap, reason):

@@ -77,8 +77,17 @@ def test_modal_run_returns_what_the_local_backend_returns(modal_server, model):
     for name in local.posterior.data_vars:
         np.testing.assert_array_equal(on_modal.posterior[name].values, local.posterior[name].values)
     assert on_modal.attrs["pymc_modal_where"] == "Modal A100"
-    expected = pricing.PRICE_PER_SECOND["A100-40GB"] * on_modal.attrs["pymc_modal_gpu_seconds"]
-    assert on_modal.attrs["pymc_modal_cost_usd"] == pytest.approx(expected)
+    # Billed: the GPU, the CPU and memory asked for, while it worked and kept warm after.
+    found = on_modal.attrs
+    assert (found["pymc_modal_gpu"], found["pymc_modal_idle_seconds"]) == ("A100", 60)
+    assert (found["pymc_modal_cpu"], found["pymc_modal_memory_mib"]) == (4.0, 5 * 1024)
+    rate = (
+        pricing.PRICE_PER_SECOND["A100-40GB"]
+        + 4 * pricing.CPU_PER_CORE_SECOND
+        + 5 * pricing.MEMORY_PER_GIB_SECOND
+    )
+    expected = rate * (found["pymc_modal_gpu_seconds"] + 60)
+    assert found["pymc_modal_cost_usd"] == pytest.approx(expected)
     for phase in ("image", "transfer", "start", "compile", "sample", "return"):
         assert on_modal.attrs[f"pymc_modal_seconds_{phase}"] >= 0
 
@@ -96,11 +105,26 @@ def test_workers_and_map_fan_out_through_function_map(modal_server):
     assert [fit.attrs["pymc_modal_where"] for fit in fits] == ["Modal A100"] * 2
     assert list(fanned.posterior.chain.values) == [0, 1, 2]
     assert fanned.attrs["pymc_modal_workers"] == 2
-    # Each container is billed for the whole fan-out: two GPUs for its wall time.
-    wall = fanned.attrs["pymc_modal_gpu_seconds"] / 2
-    assert fanned.attrs["pymc_modal_cost_usd"] == pytest.approx(
-        pricing.PRICE_PER_SECOND["A100-40GB"] * 2 * wall
-    )
+    # Each container is billed for the whole fan-out's wall time and its own idle window.
+    rate = pricing.Tariff(("A100",), 4.0, 5 * 1024, 60).per_second("A100")
+    seconds = fanned.attrs["pymc_modal_gpu_seconds"] + fanned.attrs["pymc_modal_idle_seconds"]
+    assert fanned.attrs["pymc_modal_idle_seconds"] == 2 * 60
+    assert fanned.attrs["pymc_modal_cost_usd"] == pytest.approx(rate * seconds)
+
+
+@pytest.mark.slow
+def test_the_bill_counts_the_gpu_that_ran_and_its_idle_window(modal_server, model):
+    modal_server.gpu = "NVIDIA A100-SXM4-80GB"  # the H100s are taken: the fallback runs
+    with pymc_modal.gpu(["H100", "A100-80GB"], scaledown_window=30):
+        idata = pymc_modal.sample(model=model, backend="modal", **TINY)
+
+    found = idata.attrs
+    assert found["pymc_modal_device"] == "gpu: NVIDIA A100-SXM4-80GB"
+    assert (found["pymc_modal_gpu"], found["pymc_modal_idle_seconds"]) == ("A100-80GB", 30)
+    rate = pricing.Tariff(("H100", "A100-80GB"), 4.0, 5 * 1024, 30).per_second("A100-80GB")
+    assert rate < pricing.PRICE_PER_SECOND["H100"]
+    expected = rate * (found["pymc_modal_gpu_seconds"] + 30)
+    assert found["pymc_modal_cost_usd"] == pytest.approx(expected)
 
 
 def test_data_is_uploaded_once_and_looked_up_by_shard(modal_server, settings):
@@ -196,14 +220,18 @@ def test_detached_run_on_modal_is_fetched_from_the_results_volume(modal_server):
     assert "fetched" in repr(run)
     assert fetched.posterior["x"].shape == (2, 20, 2)
     assert fetched.attrs["pymc_modal_where"] == "Modal A100"
-    # The cost uses the price the user set, over the worker's own seconds.
-    seconds = fetched.attrs["pymc_modal_gpu_seconds"]
-    assert seconds > 0 and fetched.attrs["pymc_modal_cost_usd"] == pytest.approx(seconds)
-    assert run.record["cost_usd"] == fetched.attrs["pymc_modal_cost_usd"]
-    # So does the forecast the worker made of the cost to the target.
+    # The cost uses the GPU price the user set, over the worker's own seconds and the
+    # idle window, with the CPU and memory at Modal's rates.
     attrs = fetched.attrs
+    rate = 1.0 + 4 * pricing.CPU_PER_CORE_SECOND + 5 * pricing.MEMORY_PER_GIB_SECOND
+    seconds = attrs["pymc_modal_gpu_seconds"]
+    assert seconds > 0
+    assert attrs["pymc_modal_cost_usd"] == pytest.approx(rate * (seconds + 60))
+    assert run.record["cost_usd"] == attrs["pymc_modal_cost_usd"]
+    # So does the forecast the worker made of the cost to the target.
     assert (attrs["pymc_modal_stop_reason"], attrs["pymc_modal_blocks"]) == ("max_cost", 1)
-    assert attrs["pymc_modal_forecast_cost_usd"] == attrs["pymc_modal_forecast_seconds"]
+    forecast = attrs["pymc_modal_forecast_seconds"] * rate
+    assert attrs["pymc_modal_forecast_cost_usd"] == pytest.approx(forecast)
 
 
 def _detached(folder, jobs=(JOB,), options=None):
@@ -443,11 +471,34 @@ def test_the_image_is_built_inside_a_modal_container_too():
     assert out.stdout.strip() == "['pymc_modal']"
 
 
-def test_cost_for_a_gpu_and_duration():
-    assert pricing.cost("H100", 100.0) == pytest.approx(0.1097)
-    assert pricing.cost("a100", 272.0) == pytest.approx(272 * 0.000583)
-    assert pricing.cost("A100-80GB:2", 10.0) == pytest.approx(2 * 10 * 0.000694)
-    assert pricing.cost("H100", 100.0, price_per_second=0.001) == pytest.approx(0.1)
+def test_a_container_is_billed_for_its_gpu_cpu_and_memory_and_its_idle_window():
+    bare = pricing.Tariff(("H100",), cpu=0.0, memory=0, idle_seconds=0)
+    assert bare.cost("gpu: NVIDIA H100 80GB HBM3", 100.0) == pytest.approx(0.1097)
+    assert bare.per_second("a100") == pytest.approx(0.000583)
+    assert bare.per_second("A100-80GB:2") == pytest.approx(2 * 0.000694)
+    sized = pricing.Tariff(("H100",), cpu=4.0, memory=8192, idle_seconds=60)
+    rate = 0.001097 + 4 * 0.0000131 + 8 * 0.00000222
+    assert sized.cost("gpu: NVIDIA H100 80GB HBM3", 100.0) == pytest.approx(rate * 160)
+    own = pricing.Tariff(("H100:2",), cpu=4.0, memory=8192, idle_seconds=0, gpu_price=0.001)
+    assert own.per_second("H100:2") == pytest.approx(rate - 0.001097 + 2 * 0.001)
+
+
+@pytest.mark.parametrize(
+    ("device", "billed"),
+    [
+        ("gpu: NVIDIA A100-SXM4-80GB", "A100-80GB"),
+        ("gpu: NVIDIA A100-SXM4-40GB", "A100"),
+        ("gpu: NVIDIA A10G", "A10"),
+        ("gpu: NVIDIA L40S", "L4:2"),  # not asked for: the first of the list
+        ("gpu: NVIDIA H200", "L4:2"),  # an upgrade Modal made is billed as asked
+        ("cpu: cpu", "L4:2"),
+    ],
+)
+def test_a_worker_is_billed_as_the_gpu_it_ran_on(device, billed):
+    tariff = pricing.Tariff(("L4:2", "A10", "A100", "A100-80GB"), 4.0, 8192, 60)
+    assert tariff.billed(device) == billed
+    # A cap and a forecast count the dearest of the list.
+    assert tariff.cap_rate == tariff.per_second("A100-80GB")
 
 
 def test_image_pins_the_clients_versions(monkeypatch):

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pymc_modal.config import Options
+from pymc_modal.pricing import Tariff
+from pymc_modal.resources import Resources
 
 __all__ = [
     "Backend",
@@ -106,8 +108,8 @@ class Backend(Protocol):
     def where(self, options: Options) -> str:
         """Where jobs run with these options, in words."""
 
-    def billed_gpu(self, options: Options) -> str | None:
-        """The GPU a run with these options is billed for, or None if it is not billed."""
+    def tariff(self, options: Options, resources: Resources) -> Tariff | None:
+        """What containers with these options and resources are billed at; None if nothing."""
 
     def store_blobs(self, blobs: dict[str, bytes]) -> int:
         """Store the data blobs the workers lack; return the bytes that took."""

@@ -48,6 +48,7 @@ from pymc_modal.paths import (
     compilation_cache_dir,
     write_atomically,
 )
+from pymc_modal.resources import Resources
 
 __all__ = ["BACKEND", "LocalBackend"]
 
@@ -443,7 +444,7 @@ class LocalBackend:
         """Where jobs run, in words: always this machine."""
         return WHERE
 
-    def billed_gpu(self, options: Options) -> None:
+    def tariff(self, options: Options, resources: Resources) -> None:
         """Nothing is billed on this machine."""
         return None
 

@@ -54,7 +54,8 @@ from pymc_modal.errors import (
     WorkerError,
 )
 from pymc_modal.paths import CHECKPOINTS, CheckpointPaths, RunPaths, blob_path, write_atomically
-from pymc_modal.pricing import DEFAULT_GPU
+from pymc_modal.pricing import DEFAULT_GPU, Tariff
+from pymc_modal.resources import Resources
 
 __all__ = [
     "BACKEND",
@@ -546,9 +547,17 @@ class ModalBackend:
         return f"Modal {gpu}"
 
     @staticmethod
-    def billed_gpu(options: Options) -> str:
-        """The GPU a cost is estimated for: the first of a fallback list."""
-        return options.gpu if isinstance(options.gpu, str) else options.gpu[0]
+    def tariff(options: Options, resources: Resources) -> Tariff:
+        """What a call's containers are billed at: their GPU, CPU and memory, and the idle
+        window each is kept warm after its answer."""
+        gpus = (options.gpu,) if isinstance(options.gpu, str) else options.gpu
+        return Tariff(
+            gpus,
+            resources.cpu,
+            resources.memory,
+            options.scaledown_window,
+            options.price_per_second,
+        )
 
     credentials_configured = staticmethod(credentials_configured)
     check_credentials = staticmethod(check_credentials)

@@ -145,7 +145,7 @@ class _Watch:
         elif settings.max_seconds is not None and seconds_after > settings.max_seconds:
             self.reason = "max_seconds"
         elif settings.max_cost is not None and (
-            seconds_after * settings.price_per_second > settings.max_cost
+            (seconds_after + settings.idle_seconds) * settings.price_per_second > settings.max_cost
         ):
             self.reason = "max_cost"
         self._report()
