@@ -36,24 +36,30 @@ def doctor(gpu: str | None = None) -> list[str]:
         If no Modal credentials are configured.
     GpuNotFoundError
         If the container's JAX did not find the GPU.
+    ModalServiceError
+        If Modal itself refused or failed a step (credentials, network, image
+        build), with what to do about it.
     PymcModalError
         Whatever else stops the tiny run, as :func:`pymc_modal.sample` raises it.
     """
     import pymc as pm
 
+    from pymc_modal.backends.modal import service_errors_explained
+
     with pm.Model() as model:
         pm.Normal("x", 0, 1, shape=10)
-    idata = client.sample(
-        model=model,
-        draws=DRAWS,
-        tune=DRAWS,  # as many as the draws, which the gradient estimate relies on
-        chains=1,
-        random_seed=0,
-        progressbar=False,
-        backend="modal",
-        gpu=gpu,
-        refit=True,
-    )
+    with service_errors_explained():
+        idata = client.sample(
+            model=model,
+            draws=DRAWS,
+            tune=DRAWS,  # as many as the draws, which the gradient estimate relies on
+            chains=1,
+            random_seed=0,
+            progressbar=False,
+            backend="modal",
+            gpu=gpu,
+            refit=True,
+        )
     found = idata.attrs
     # The sampling phase times warm-up and draws as one; the draws' gradient count,
     # scaled to it, assumes warm-up steps cost alike.

@@ -13,6 +13,7 @@ __all__ = [
     "InvalidTypeError",
     "JaxConversionError",
     "MissingCredentialsError",
+    "ModalServiceError",
     "NoDrawsError",
     "NoFreeVariablesError",
     "NotConvergedWarning",
@@ -21,6 +22,7 @@ __all__ = [
     "ResultTooLargeError",
     "RunNotFoundError",
     "RunTimeoutError",
+    "SlowFloat64Warning",
     "UnknownVarNamesError",
     "UnsupportedArgumentError",
     "VersionMismatchError",
@@ -103,6 +105,14 @@ class RunTimeoutError(PymcModalError, TimeoutError):
 
 class NoDrawsError(PymcModalError, RuntimeError):
     """A run ended before its first draw (its attempt's time ran out, or it was stopped)."""
+
+
+class ModalServiceError(PymcModalError, RuntimeError):
+    """Modal itself refused or failed a step (credentials, connection, image build)."""
+
+
+class SlowFloat64Warning(UserWarning):
+    """A float64 model goes to a GPU that computes float64 at a small fraction of float32."""
 
 
 class NotConvergedWarning(UserWarning):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 __all__ = [
     "CHECKPOINTS",
+    "NEEDS",
     "CheckpointPaths",
     "RunPaths",
     "blob_dir",
@@ -62,6 +63,8 @@ def blob_dir() -> Path:
 
 # The folder of checkpoints, in this machine's cache folder and on Modal's results volume.
 CHECKPOINTS = "checkpoints"
+# What ends the name of a detached run's list of what it needs, on Modal's results volume.
+NEEDS = "needs"
 
 
 def checkpoints_dir() -> Path:
@@ -135,6 +138,12 @@ class RunPaths:
     def remote_answer(self, index: int) -> str:
         """The name worker ``index``'s answer is kept under on Modal's results volume."""
         return f"{self.folder.name}-{index}"
+
+    @property
+    def remote_needs(self) -> str:
+        """The name of the list of what the run needs kept, on Modal's results volume, until
+        it is fetched: its data blobs and checkpoints, for ``clean`` on any machine."""
+        return f"{self.folder.name}-{NEEDS}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,7 +39,12 @@ from pymc_modal import (
 from pymc_modal.backends import Backend, Delivery
 from pymc_modal.config import Options
 from pymc_modal.convergence import format_seconds
-from pymc_modal.errors import InvalidOptionError, NotConvergedWarning, WorkerError
+from pymc_modal.errors import (
+    InvalidOptionError,
+    NotConvergedWarning,
+    SlowFloat64Warning,
+    WorkerError,
+)
 from pymc_modal.job import ENDED_EARLY, Answer, Convergence, ForwardSettings, SampleSettings
 
 __all__ = [
@@ -201,6 +206,7 @@ def plan(request: Request) -> Plan:
     if isinstance(settings, ForwardSettings):
         sized = resources.chosen(options, [resources.size(data_bytes, options.max_result_bytes)])
         tariff = backend.tariff(options, sized)
+        _warn_if_slow_float64(settings.float_x, tariff)
         return Plan(request, backend, where, sized, tariff, settings, (settings,))
     checked = preflight.check(request.model, settings, options.max_result_bytes)
     if settings.target_ess is not None:
@@ -218,6 +224,7 @@ def plan(request: Request) -> Plan:
         ],
     )
     tariff = backend.tariff(options, sized)
+    _warn_if_slow_float64(settings.float_x, tariff)
     if settings.target_ess is not None:
         settings = _priced(settings, tariff, backend.name)
     shares = tuple(fanout.split(settings, options.workers))
@@ -239,6 +246,23 @@ def plan(request: Request) -> Plan:
         context=result.context(request.model, request.idata_kwargs),
         seconds={"preflight": time.perf_counter() - start},
     )
+
+
+def _warn_if_slow_float64(float_x: str, tariff: pricing.Tariff | None) -> None:
+    """Warn, before anything is billed, of a float64 model bound for a GPU slow at float64."""
+    if tariff is None or float_x != "float64":
+        return
+    slow = {pricing.gpu_type(spec) for spec in tariff.gpus} & set(pricing.SLOW_FLOAT64)
+    if slow:
+        fractions = ", ".join(f"{gpu} at 1/{pricing.SLOW_FLOAT64[gpu]}" for gpu in sorted(slow))
+        warnings.warn(
+            "The model computes in float64 (pytensor.config.floatX is 'float64'), which "
+            f"{fractions} of float32's speed run, so its gradients may take many times longer "
+            "there than on an A100, H100 or H200 (float64 at half speed). Choose one of those "
+            "with gpu=, or build the model after setting pytensor.config.floatX = 'float32'.",
+            SlowFloat64Warning,
+            stacklevel=5,
+        )
 
 
 def _check_previous(

@@ -21,6 +21,7 @@ __all__ = [
     "MEMORY_PER_GIB_SECOND",
     "PRICE_PER_SECOND",
     "RATES_AS_OF",
+    "SLOW_FLOAT64",
     "Tariff",
     "device_gpu",
     "gpu_type",
@@ -47,6 +48,9 @@ PRICE_PER_SECOND = {
 # container asks for and what it uses is billed.
 CPU_PER_CORE_SECOND = 0.0000131
 MEMORY_PER_GIB_SECOND = 0.00000222
+# The GPUs whose float64 runs at a small fraction of their float32 rate (1/32 or 1/64,
+# by NVIDIA's data sheets), by that fraction's denominator: the others run it at 1/2.
+SLOW_FLOAT64 = {"T4": 32, "A10": 32, "L4": 64, "L40S": 64, "RTX-PRO-6000": 64}
 # Other names Modal accepts, and the type they are billed as.
 ALIASES = {
     "A100": "A100-40GB",

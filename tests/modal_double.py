@@ -2,8 +2,10 @@
 
 - Apps: modal's real ``App.run`` / ``modal.runner._run_app`` runs; only its RPC
   helpers (app creation and publishing, object creation, heartbeats,
-  disconnection, log streaming) and ``_Client.from_env`` are replaced. An
-  ephemeral app's disconnection stops its containers, as on Modal.
+  disconnection, log streaming), the ``AppGetInfo`` RPC (an app's state) and
+  ``_Client.from_env`` are replaced. An ephemeral app's disconnection stops
+  its containers, as on Modal, and so do lost heartbeats
+  (``lose_heartbeats``); a stopped app's functions refuse calls.
 - Calls: ``Function.spawn`` and ``Function.map`` send their arguments, pickled,
   to a container process (``modal_container.py``) started for the function's
   app and options, and kept warm for the next call until the app stops. The
@@ -204,6 +206,21 @@ class Server:
         for container in self.containers:
             container.stop()
 
+    def lose_heartbeats(self) -> None:
+        """Stop every ephemeral app, as Modal does once its client's heartbeats stop
+        (the client's machine asleep, its network gone)."""
+        for app_id, app in self.apps.items():
+            if not app["detached"]:
+                self.stop_app(app_id)
+
+    def stop_app(self, app_id: str) -> None:
+        self.apps[app_id]["stopped"] = True
+        for container in self.apps[app_id]["containers"]:
+            container.stop()
+            for pool in self.pools.values():
+                if container in pool:
+                    pool.remove(container)
+
     def _container(self, function) -> Container:
         app = function._app
         if app._running_app is None:
@@ -221,6 +238,11 @@ class Server:
         return pool[0]
 
     def _outcome(self, function, args: tuple):
+        running = function._app._running_app
+        if running is not None and self.apps[running.app_id]["stopped"]:
+            raise modal.exception.NotFoundError(
+                f"App {running.app_id} is stopped (the double's refusal)"
+            )
         if self.call_error is not None:
             error = self.call_error
             return lambda: ("error", error)
@@ -244,8 +266,23 @@ class Server:
     def _patch(self, monkeypatch) -> None:
         server = self
 
+        async def app_get_info(request):
+            app = server.apps[request.app_id]
+            state = api_pb2.APP_STATE_EPHEMERAL
+            if app["stopped"]:
+                state = api_pb2.APP_STATE_STOPPED
+            elif app["detached"]:
+                state = api_pb2.APP_STATE_DETACHED
+            lifecycle = api_pb2.AppLifecycle(app_state=state, created_at=1.0)
+            info = api_pb2.AppHandleMetadata(app_id=request.app_id, lifecycle=lifecycle)
+            return api_pb2.AppGetInfoResponse(info=info)
+
         class OfflineClient(modal.client._Client):
             """A client that never connects: any RPC nobody doubled fails at once."""
+
+            @property
+            def _stub(self):
+                return types.SimpleNamespace(AppGetInfo=app_get_info)
 
         client = OfflineClient("https://modal.invalid", api_pb2.CLIENT_TYPE_CLIENT, None)
 
@@ -270,14 +307,8 @@ class Server:
             return "https://modal.invalid/app", [], 0.0
 
         async def disconnect(client, app_id, reason, exc_str=""):
-            app = server.apps[app_id]
-            if not app["detached"]:
-                app["stopped"] = True
-                for container in app["containers"]:
-                    container.stop()
-                    for pool in server.pools.values():
-                        if container in pool:
-                            pool.remove(container)
+            if not server.apps[app_id]["detached"]:
+                server.stop_app(app_id)
 
         real_with_options = modal.Function.with_options
 

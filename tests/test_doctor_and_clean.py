@@ -1,5 +1,8 @@
 """``python -m pymc_modal doctor`` and ``python -m pymc_modal clean``, against the Modal double."""
 
+import json
+
+import modal.exception
 import pytest
 
 from pymc_modal import __main__ as cli
@@ -29,6 +32,24 @@ def test_doctor_says_when_the_gpu_is_missing(modal_server):
     modal_server.gpu = False
     with pytest.raises(GpuNotFoundError, match="JAX found only"):
         doctor()
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (modal.exception.AuthError("Token ID is malformed"), "modal token new"),
+        (modal.exception.ConnectionError("Deadline exceeded"), "this machine's network"),
+        (modal.exception.ImageBuildError("Image build failed", "im-1"), "no wheel for Linux"),
+        (modal.exception.InternalError("Internal error"), "InternalError: Internal error"),
+    ],
+)
+def test_doctor_says_what_modal_refused_and_what_to_do_without_a_traceback(
+    modal_server, capsys, error, said
+):
+    modal_server.call_error = error
+    assert cli.main(["doctor"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: Modal") and said in err and "Traceback" not in err
 
 
 def test_doctor_without_credentials_says_how_to_set_them(capsys):
@@ -67,27 +88,33 @@ def test_clean_keeps_what_unfetched_runs_need_and_says_what_it_freed(
     results = modal_server.volume("pymc-modal-results")
     for run_id in (waiting, done):
         (results / f"{run_id}-0").write_bytes(b"a" * 100_000)
+    # A run another machine started and has not fetched: its record is there, not here.
+    elsewhere = {"blobs": [OTHER], "checkpoints": ["theirs"]}
+    (results / "elsewhere-needs").write_text(json.dumps(elsewhere))
     for root in (paths.checkpoints_dir(), results / paths.CHECKPOINTS):
-        for name in ("kept", "dropped"):
+        for name in ("kept", "dropped", "theirs"):
             (root / name).mkdir(parents=True)
             (root / name / "state").write_bytes(b"s" * 200_000)
 
     assert cli.main(["clean", "--dry-run"]) == 0
-    # Here 5.0 MB of blobs, 0.5 MB of programs and a checkpoint, 0.2; on Modal 5.0, 0.7, a
-    # fetched answer, 0.1, and a checkpoint, 0.2.
-    assert "Would free 11.7 MB" in capsys.readouterr().out
+    # Here 5.0 MB of blobs, 0.5 MB of programs and two checkpoints, 0.4; on Modal 2.0 (the
+    # other machine's run keeps its 3.0), 0.7, a fetched answer, 0.1, and a checkpoint, 0.2.
+    assert "Would free 8.9 MB" in capsys.readouterr().out
     assert len(list(modal_server.volume("pymc-modal-data").rglob("*/*"))) == 3
 
     assert cli.main(["clean"]) == 0
     out = capsys.readouterr().out
     assert "Freed" in out and "kept the data of 1 blob(s) and 1 checkpoint(s)" in out
-    for folder in (blob_dir(), modal_server.volume("pymc-modal-data")):
-        assert [path.name for path in folder.rglob("*/*")] == [KEPT]
+    assert [path.name for path in blob_dir().rglob("*/*")] == [KEPT]
+    on_modal = modal_server.volume("pymc-modal-data").rglob("*/*")
+    assert sorted(path.name for path in on_modal) == [KEPT, OTHER]
     assert list(compilation_cache_dir().iterdir()) == []
     assert list(modal_server.volume("pymc-modal-jax-cache").iterdir()) == []
-    assert sorted(path.name for path in results.iterdir()) == [f"{waiting}-0", "checkpoints"]
-    for root in (paths.checkpoints_dir(), results / paths.CHECKPOINTS):
-        assert [path.parent.name for path in root.rglob("state")] == ["kept"]
+    left = sorted(path.name for path in results.iterdir())
+    assert left == [f"{waiting}-0", "checkpoints", "elsewhere-needs"]
+    assert [path.parent.name for path in paths.checkpoints_dir().rglob("state")] == ["kept"]
+    kept = sorted(path.parent.name for path in (results / paths.CHECKPOINTS).rglob("state"))
+    assert kept == ["kept", "theirs"]
 
 
 def test_clean_without_modal_credentials_cleans_this_machine(capsys, own_compilation_cache):

@@ -10,12 +10,14 @@ import json
 import platform
 import subprocess
 import sys
+import warnings
 
 import modal
 import modal.app
 import modal.exception
 import numpy as np
 import pymc as pm
+import pytensor
 import pytensor.tensor as pt
 import pytest
 from modal_double import _raw
@@ -23,8 +25,9 @@ from pytensor.graph.op import Op
 from pytensor.link.jax.dispatch import jax_funcify
 
 import pymc_modal
-from pymc_modal import backends, payload, pricing
+from pymc_modal import backends, payload, pipeline, pricing
 from pymc_modal.backends import modal as modal_backend
+from pymc_modal.client import prepare
 from pymc_modal.config import resolve
 from pymc_modal.errors import (
     GpuNotFoundError,
@@ -33,6 +36,7 @@ from pymc_modal.errors import (
     MissingCredentialsError,
     PayloadError,
     RunTimeoutError,
+    SlowFloat64Warning,
     VersionMismatchError,
     WorkerError,
 )
@@ -203,9 +207,12 @@ def test_detached_run_on_modal_is_fetched_from_the_results_volume(modal_server):
     (app,) = modal_server.started_apps
     assert app["detached"] and app["description"] == "pymc-modal-detached"
     published = modal_server.volume(RESULTS)
-    # Its answer, and its checkpoint (stopped by a cap, with its draws).
-    answer_and_checkpoint = [f"{run.id}-0", "checkpoints"]
+    # Its answer, its checkpoint (stopped by a cap, with its draws), and what it needs kept
+    # until it is fetched, for `clean` on any machine.
+    answer_and_checkpoint = [f"{run.id}-0", f"{run.id}-needs", "checkpoints"]
     assert sorted(path.name for path in published.iterdir()) == answer_and_checkpoint
+    needs = json.loads((published / f"{run.id}-needs").read_text())
+    assert needs == {"blobs": [], "checkpoints": run.record["checkpoints"]}
     kept = sorted(path.name for path in run.folder.iterdir())
     # Asking, printing and listing read the answer where it is, and leave it there.
     assert run.status() == "done" and run.id in repr(run)
@@ -358,6 +365,19 @@ def test_a_fallback_list_gets_one_app_of_its_own_however_often_it_is_used(modal_
 
 
 @pytest.mark.slow
+def test_an_app_modal_stopped_meanwhile_is_started_again(modal_server, caplog):
+    _run([JOB], resolve())
+    modal_server.lose_heartbeats()  # this machine slept past Modal's heartbeat window
+    (delivery,) = _run([JOB], resolve())
+
+    first, second = modal_server.started_apps
+    assert first["stopped"] and not second["stopped"]
+    assert len(modal_server.containers) == 2 and len(modal_server.spawned) == 2
+    assert payload.answer_status(delivery.answer) == "error"  # the worker refused JOB
+    assert "starting it again" in caplog.text
+
+
+@pytest.mark.slow
 def test_calls_share_one_running_app_and_container_until_the_session_ends(modal_server):
     with pymc_modal.session(scaledown_window=300) as options:
         _run([JOB], options)
@@ -388,6 +408,20 @@ def test_invalid_gpu_never_reaches_modal(modal_server, spec):
 @pytest.mark.parametrize("spec", ["T4", "l4", "A10G", "L40S", "A100-80GB", "H100!", "B200+:8"])
 def test_gpus_modal_offers_are_accepted(spec):
     assert resolve(gpu=spec).gpu == spec
+
+
+def test_a_float64_model_bound_for_a_gpu_slow_at_float64_is_warned_of(modal_server):
+    def planned(**kwargs):
+        return pipeline.plan(prepare(model=_tiny_model(), backend="modal", **{**TINY, **kwargs}))
+
+    with pytest.warns(SlowFloat64Warning, match="L4 at 1/64 of float32's speed"):
+        planned(gpu=["A100", "L4"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SlowFloat64Warning)
+        planned(gpu="H100")
+        with pytensor.config.change_flags(floatX="float32"):
+            planned(gpu="L4")
+    assert modal_server.started_apps == []
 
 
 def test_missing_credentials_say_how_to_set_them(monkeypatch):

@@ -40,6 +40,7 @@ from typing import Any
 import modal
 import modal.config
 import modal.exception
+import modal.types
 from modal.volume import FileEntryType
 from packaging.utils import canonicalize_name
 
@@ -49,11 +50,19 @@ from pymc_modal.config import DEFAULT_TIMEOUT, Options
 from pymc_modal.errors import (
     InvalidOptionError,
     MissingCredentialsError,
+    ModalServiceError,
     PayloadError,
     RunTimeoutError,
     WorkerError,
 )
-from pymc_modal.paths import CHECKPOINTS, CheckpointPaths, RunPaths, blob_path, write_atomically
+from pymc_modal.paths import (
+    CHECKPOINTS,
+    NEEDS,
+    CheckpointPaths,
+    RunPaths,
+    blob_path,
+    write_atomically,
+)
 from pymc_modal.pricing import DEFAULT_GPU, Tariff
 from pymc_modal.resources import Resources
 
@@ -65,6 +74,7 @@ __all__ = [
     "gpu_function",
     "requirements",
     "run_job",
+    "service_errors_explained",
 ]
 
 _log = logging.getLogger("pymc_modal")
@@ -313,6 +323,34 @@ def _check_jobs(jobs: Sequence[bytes]) -> tuple[str, ...]:
 
 
 @contextlib.contextmanager
+def service_errors_explained() -> Iterator[None]:
+    """Modal's own errors as :class:`ModalServiceError`, each with what to do about it."""
+    try:
+        yield
+    except modal.exception.AuthError as exc:
+        raise ModalServiceError(
+            f"Modal refused the credentials ({exc}). Run `modal token new` (or `modal setup`) "
+            "again, or check MODAL_TOKEN_ID and MODAL_TOKEN_SECRET."
+        ) from exc
+    except modal.exception.ConnectionError as exc:
+        raise ModalServiceError(
+            f"Modal could not be reached ({exc}). Check this machine's network, and "
+            "https://status.modal.com."
+        ) from exc
+    except modal.exception.ImageBuildError as exc:
+        raise ModalServiceError(
+            f"Modal could not build the image ({exc}). Its build log is on Modal's dashboard "
+            "(https://modal.com/apps); a package pinned at your installed version may have no "
+            "wheel for Linux x86_64 on your Python."
+        ) from exc
+    except modal.exception.Error as exc:
+        raise ModalServiceError(
+            f"Modal failed: {type(exc).__name__}: {exc}. The app pymc-modal's log on Modal's "
+            "dashboard (https://modal.com/apps) says more."
+        ) from exc
+
+
+@contextlib.contextmanager
 def _timeout_explained(options: Options) -> Iterator[None]:
     try:
         yield
@@ -382,7 +420,15 @@ def _started(options: Options, extra: tuple[str, ...]) -> tuple[modal.Function, 
     global _running
     run_app, function = _function_for(options, extra=extra)
     if _running is not None and _running[0] is run_app:
-        return function, 0.0
+        if _alive(run_app):
+            return function, 0.0
+        _log.warning(
+            "Modal had stopped the app this session kept running (it stops one whose client "
+            "sends no heartbeats, as while this machine sleeps, and `modal app stop` does); "
+            "starting it again."
+        )
+        with contextlib.suppress(modal.exception.Error):
+            close()
     close()
     start = time.perf_counter()
     stack = contextlib.ExitStack()
@@ -390,6 +436,12 @@ def _started(options: Options, extra: tuple[str, ...]) -> tuple[modal.Function, 
     stack.enter_context(run_app.run())
     _running = (run_app, stack)
     return function, time.perf_counter() - start
+
+
+def _alive(run_app: modal.App) -> bool:
+    """Whether Modal still runs an app this process started."""
+    state = run_app.info(refresh=True).lifecycle.state
+    return state not in (modal.types.AppState.STOPPING, modal.types.AppState.STOPPED)
 
 
 class _Waited:
@@ -486,6 +538,8 @@ class _Detached:
             deliveries.append(Delivery(answer, {}, "Modal"))
             if on_answer is not None:
                 on_answer(index, deliveries[-1])
+        with contextlib.suppress(FileNotFoundError):
+            results_volume.remove_file(self.run.remote_needs)
         return deliveries
 
 
@@ -525,6 +579,17 @@ def _prune(volume: modal.Volume, doomed: Callable[[str], bool], dry_run: bool) -
             if not dry_run:
                 volume.remove_file(entry.path)
     return freed
+
+
+def _needed_elsewhere(fetched: set[str]) -> set[str]:
+    """The blobs and checkpoints of the detached runs not fetched yet, from any machine."""
+    needed = set()
+    for entry in results_volume.listdir("/"):
+        run_id, _, kind = entry.path.rpartition("-")
+        if entry.type == FileEntryType.FILE and kind == NEEDS and run_id not in fetched:
+            needs = json.loads(b"".join(results_volume.read_file(entry.path)))
+            needed.update(needs["blobs"], needs["checkpoints"])
+    return needed
 
 
 def _by_shard(blobs: dict[str, bytes]) -> dict[str, list[str]]:
@@ -591,7 +656,8 @@ class ModalBackend:
     def prune(self, keep: set[str], fetched: set[str], dry_run: bool) -> dict[str, int]:
         """Delete the data volume's blobs not in ``keep``, the compilation cache's programs,
         and from the results volume the answers of runs in ``fetched`` and the
-        checkpoints not in ``keep``.
+        checkpoints not in ``keep``. What the detached runs of any machine
+        not fetched yet need (as each listed on the results volume) is kept too.
 
         Returns the bytes freed (or, with ``dry_run``, that would be) by volume.
 
@@ -601,6 +667,7 @@ class ModalBackend:
             If no Modal credentials are configured.
         """
         check_credentials()
+        keep = keep | _needed_elsewhere(fetched)
 
         def done_with(path: str) -> bool:
             parts = Path(path).parts
@@ -637,16 +704,28 @@ class ModalBackend:
         if detached is None:
             return _Waited(jobs, options, extra)
         run_app, function = _function_for(options, detached=True, extra=extra)
+        run = RunPaths(detached)
+        needs = {
+            "blobs": sorted(set().union(*map(payload.blob_names, jobs))),
+            "checkpoints": sorted(filter(None, map(payload.job_checkpoint, jobs))),
+        }
+        with results_volume.batch_upload(force=True) as batch:
+            batch.put_file(io.BytesIO(json.dumps(needs).encode()), f"/{run.remote_needs}")
         calls = []
-        with modal.enable_output(), run_app.run(detach=True):
-            for index, job in enumerate(jobs):
-                answer_name = RunPaths(detached).remote_answer(index)
-                calls.append(function.spawn(job, answer_name, options.timeout, _submitted()))
-        if len(calls) < len(jobs):
-            # Modal's runner ends the app's block quietly on Ctrl-C; the caller must know.
-            for call in calls:
-                call.cancel(terminate_containers=True)
-            raise KeyboardInterrupt
+        try:
+            with modal.enable_output(), run_app.run(detach=True):
+                for index, job in enumerate(jobs):
+                    answer_name = run.remote_answer(index)
+                    calls.append(function.spawn(job, answer_name, options.timeout, _submitted()))
+            if len(calls) < len(jobs):
+                # Modal's runner ends the app's block quietly on Ctrl-C; the caller must know.
+                for call in calls:
+                    call.cancel(terminate_containers=True)
+                raise KeyboardInterrupt
+        except BaseException:
+            with contextlib.suppress(Exception):
+                results_volume.remove_file(run.remote_needs)
+            raise
         return _Detached({"calls": [call.object_id for call in calls]}, detached)
 
     def reattach(self, record: dict[str, Any], folder: Path) -> _Detached:
