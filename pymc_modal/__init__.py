@@ -17,6 +17,7 @@ import logging
 # function).
 _PUBLIC = {
     "compute_log_likelihood": "pymc_modal.predictive",
+    "cpu": "pymc_modal.config",
     "extend": "pymc_modal.client",
     "fetch": "pymc_modal.runs",
     "gpu": "pymc_modal.config",

@@ -317,9 +317,10 @@ def sample(
         Modal when Modal credentials are configured, else this machine.
     gpu : str or list of str, optional
         The Modal GPU type (default ``"A100"``), e.g. ``"H100"`` or
-        ``"A100-80GB:2"``, or a list to fall back through; by default the
-        ``PYMC_MODAL_GPU`` environment variable or an enclosing
-        :func:`pymc_modal.gpu` block.
+        ``"A100-80GB:2"``, or a list to fall back through, or ``"none"`` for a
+        container with CPU cores only; by default (None) the ``PYMC_MODAL_GPU``
+        environment variable or an enclosing :func:`pymc_modal.gpu` or
+        :func:`pymc_modal.cpu` block.
     workers : int, optional
         Split the chains across this many workers (default 1), each a Modal
         container with its own GPU, or a process on the local backend. The

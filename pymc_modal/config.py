@@ -18,7 +18,7 @@ from pymc_modal import pricing, samplers
 from pymc_modal.checks import count, invalid, is_number
 from pymc_modal.errors import InvalidOptionError
 
-__all__ = ["BACKENDS", "Options", "gpu", "options", "resolve"]
+__all__ = ["BACKENDS", "Options", "cpu", "gpu", "options", "resolve"]
 
 BACKENDS = ("auto", "local", "modal")
 DEFAULT_TIMEOUT = 2 * 60 * 60
@@ -43,10 +43,11 @@ class Options:
         are configured, else this machine.
     max_result_bytes : int
         Refuse, before shipping, a job whose returned draws would be larger.
-    gpu : str or tuple of str
+    gpu : str or tuple of str or None
         The Modal GPU type, e.g. ``"H100"`` or ``"A100-80GB:2"``; several are
-        an ordered fallback list. The environment variable ``PYMC_MODAL_GPU``
-        takes a comma-separated list.
+        an ordered fallback list; None for a container with no GPU, its
+        ``cpu`` cores only (:func:`cpu`). The environment variable
+        ``PYMC_MODAL_GPU`` takes a comma-separated list, or ``none``.
     timeout : int
         Seconds one attempt on Modal may run before it is stopped.
     retries : int
@@ -77,7 +78,7 @@ class Options:
 
     backend: str = "auto"
     max_result_bytes: int = 2 * 1024**3
-    gpu: str | tuple[str, ...] = pricing.DEFAULT_GPU
+    gpu: str | tuple[str, ...] | None = pricing.DEFAULT_GPU
     timeout: int = DEFAULT_TIMEOUT
     retries: int = 0
     price_per_second: float | None = None
@@ -120,16 +121,22 @@ class Options:
             )
         if self.cpu is not None:
             object.__setattr__(self, "cpu", float(self.cpu))
-        if isinstance(self.gpu, str):
+        if self.gpu is None or (isinstance(self.gpu, str) and self.gpu.lower() == "none"):
+            object.__setattr__(self, "gpu", None)
+        elif isinstance(self.gpu, str):
             gpus = self.gpu.split(",")
         else:
             gpus = list(self.gpu) if isinstance(self.gpu, list | tuple) else [self.gpu]
-        if not gpus:
-            raise InvalidOptionError("gpu=[] names no GPU; give at least one GPU type.")
-        for spec in gpus:
-            pricing.parse_gpu(spec)
-        gpus = [spec.strip() for spec in gpus]
-        object.__setattr__(self, "gpu", gpus[0] if len(gpus) == 1 else tuple(gpus))
+        if self.gpu is not None:
+            if not gpus:
+                raise InvalidOptionError(
+                    "gpu=[] names no GPU; give at least one GPU type, or gpu=None for a "
+                    "container with CPU cores only."
+                )
+            for spec in gpus:
+                pricing.parse_gpu(spec)
+            gpus = [spec.strip() for spec in gpus]
+            object.__setattr__(self, "gpu", gpus[0] if len(gpus) == 1 else tuple(gpus))
         if self.price_per_second is not None and not self.price_per_second >= 0:
             raise InvalidOptionError(
                 f"price_per_second={self.price_per_second!r} must be a non-negative number."
@@ -172,11 +179,10 @@ def options(**overrides: Any) -> Iterator[Options]:
             idata = pymc_modal.sample(model=model)
     """
     _check_names(overrides)
-    merged = {**dict(_context.get()), **overrides}
-    resolved = resolve(**merged)
-    token = _context.set(tuple(merged.items()))
+    token = _context.set(tuple({**dict(_context.get()), **overrides}.items()))
     try:
-        yield resolved
+        # Resolved from the block's context, where None is a value (gpu=None: no GPU).
+        yield resolve()
     finally:
         _context.reset(token)
 
@@ -202,6 +208,31 @@ def gpu(spec: str | Sequence[str], **overrides: Any) -> contextlib.AbstractConte
             idata = pymc_modal.sample(model=model, var_names=["beta"])
     """
     return options(gpu=spec, **overrides)
+
+
+def cpu(cores: float | None = None, **overrides: Any) -> contextlib.AbstractContextManager[Options]:
+    """Run every call inside the block on a Modal container with CPU cores and no GPU.
+
+    For models too small for a GPU to pay (README, "GPU or CPU?"): Modal bills
+    a core by the second at about a hundredth of a GPU's price.
+
+    Parameters
+    ----------
+    cores : float, optional
+        Physical cores; by default one per chain, and at least 4. Each chain
+        runs on a JAX device of its own.
+    **overrides
+        Other options, e.g. ``memory=16384`` or ``timeout=3600``.
+
+    Examples
+    --------
+    .. code-block:: python
+
+        with pymc_modal.cpu(8):
+            idata = pymc_modal.sample(model=model, chains=8)
+    """
+    cores_given = {} if cores is None else {"cpu": cores}
+    return options(gpu=None, **cores_given, **overrides)
 
 
 def resolve(**call_overrides: Any) -> Options:

@@ -7,7 +7,7 @@ the same path as :func:`pymc_modal.sample`, and reports what it saw.
 
 from __future__ import annotations
 
-from pymc_modal import attrs, client, payload
+from pymc_modal import attrs, client, payload, pricing
 
 __all__ = ["doctor"]
 
@@ -83,5 +83,8 @@ def doctor(gpu: str | None = None) -> list[str]:
         f"({found[attrs.GPU_SECONDS]:.1f} s of {found[attrs.GPU]}, {found[attrs.CPU]:g} cores "
         f"and {found[attrs.MEMORY_MIB] / 1024:g} GiB, and up to {found[attrs.IDLE_SECONDS]} s "
         "kept warm after it)",
+        f"  GPU or CPU   a model under {pricing.CPU_CHEAPER_BELOW:,} parameters likely costs "
+        "less, if slower, on a container with CPU cores only: pymc_modal.cpu() "
+        '(README, "GPU or CPU?")',
         "Modal is ready: pymc_modal.sample(..., backend='modal') runs there.",
     ]

@@ -219,6 +219,7 @@ def plan(request: Request) -> Plan:
                 checked.result_bytes * share.chains // settings.chains,
                 share,
                 checked.parameters,
+                cpu_only=options.gpu is None,
             )
             for share in fanout.split(settings, options.workers)
         ],
@@ -478,7 +479,7 @@ def _bill(
     devices = [answer.device for answer in answers]
     busy = [own + answer.earlier_seconds for own, answer in zip(seconds, answers, strict=True)]
     return {
-        attrs.GPU: ", ".join(dict.fromkeys(map(tariff.billed, devices))),
+        attrs.GPU: ", ".join(dict.fromkeys(tariff.billed(d) or "none" for d in devices)),
         attrs.GPU_SECONDS: sum(busy),
         attrs.IDLE_SECONDS: tariff.idle_seconds * len(answers),
         attrs.CPU: tariff.cpu,
@@ -545,17 +546,35 @@ def finish(encoded: Encoded, deliveries: list[Delivery]):
             format_seconds(total),
             format_seconds(sampling),
             _charge(made),
-            _reached(raw.convergence),
+            _reached(raw.convergence) + _cpu_would_do(planned),
         )
     return _checked(request, idata)
+
+
+# Whether this process has said that a CPU container would likely cost less.
+_said_cpu_cheaper = False
+
+
+def _cpu_would_do(planned: Plan) -> str:
+    """Once a process, for a model small enough that a CPU container likely costs less."""
+    global _said_cpu_cheaper
+    small = planned.checked.parameters < pricing.CPU_CHEAPER_BELOW
+    if _said_cpu_cheaper or not small or planned.tariff is None or not planned.tariff.gpus:
+        return ""
+    _said_cpu_cheaper = True
+    return (
+        f". A model of {planned.checked.parameters:,} parameters likely costs less on a CPU "
+        'container, if slower: with pymc_modal.cpu(): ... (README, "GPU or CPU?")'
+    )
 
 
 def _charge(made: dict[str, Any]) -> str:
     """``"about $0.42 (H100, up to 60 s kept warm after it included)"``, or ``"no charge"``."""
     if attrs.GPU not in made:
         return "no charge"
+    billed = made[attrs.GPU] if made[attrs.GPU] != "none" else f"{made[attrs.CPU]:g} cores"
     return (
-        f"about ${made[attrs.COST_USD]:.2f} ({made[attrs.GPU]}, up to "
+        f"about ${made[attrs.COST_USD]:.2f} ({billed}, up to "
         f"{made[attrs.IDLE_SECONDS]:.0f} s kept warm after it included)"
     )
 

@@ -265,7 +265,8 @@ class patch:  # noqa: N801 - named as unittest.mock.patch, which it is used like
 
     def __init__(self, **options: Any) -> None:
         self.stopping = {name: options.pop(name) for name in _STOPPING if name in options}
-        config.resolve(**options)
+        with config.options(**options):  # checked as the calls will apply them
+            pass
         if self.stopping:
             client.check_target(**self.stopping)
         self.options = options

@@ -16,6 +16,7 @@ import re
 from pymc_modal.errors import InvalidOptionError
 
 __all__ = [
+    "CPU_CHEAPER_BELOW",
     "CPU_PER_CORE_SECOND",
     "DEFAULT_GPU",
     "MEMORY_PER_GIB_SECOND",
@@ -48,6 +49,9 @@ PRICE_PER_SECOND = {
 # container asks for and what it uses is billed.
 CPU_PER_CORE_SECOND = 0.0000131
 MEMORY_PER_GIB_SECOND = 0.00000222
+# Below this many parameters a model's steps likely cost less on a container with 8 cores
+# than with a GPU (BENCHMARKS.md, "GPU or CPU?").
+CPU_CHEAPER_BELOW = 40_000
 # The GPUs whose float64 runs at a small fraction of their float32 rate (1/32 or 1/64,
 # by NVIDIA's data sheets), by that fraction's denominator: the others run it at 1/2.
 SLOW_FLOAT64 = {"T4": 32, "A10": 32, "L4": 64, "L40S": 64, "RTX-PRO-6000": 64}
@@ -118,7 +122,8 @@ class Tariff:
     Attributes
     ----------
     gpus : tuple of str
-        The GPU specs asked for, in the order Modal tries them.
+        The GPU specs asked for, in the order Modal tries them; none for a
+        container with CPU cores only.
     cpu : float
         Physical cores asked for.
     memory : int
@@ -137,29 +142,29 @@ class Tariff:
     idle_seconds: int
     gpu_price: float | None = None
 
-    def per_second(self, spec: str) -> float:
-        """US dollars a second of a container with the GPU(s) of ``spec``."""
-        _, count = parse_gpu(spec)
-        gpu = PRICE_PER_SECOND[gpu_type(spec)] if self.gpu_price is None else self.gpu_price
-        return (
-            gpu * count
-            + self.cpu * CPU_PER_CORE_SECOND
-            + self.memory / 1024 * MEMORY_PER_GIB_SECOND
-        )
+    def per_second(self, spec: str | None) -> float:
+        """US dollars a second of a container with the GPU(s) of ``spec`` (None: none)."""
+        gpu = 0.0
+        if spec is not None:
+            _, count = parse_gpu(spec)
+            rate = PRICE_PER_SECOND[gpu_type(spec)] if self.gpu_price is None else self.gpu_price
+            gpu = rate * count
+        return gpu + self.cpu * CPU_PER_CORE_SECOND + self.memory / 1024 * MEMORY_PER_GIB_SECOND
 
     @property
     def cap_rate(self) -> float:
         """The dearest of ``gpus``' rates: what a cost cap and a forecast count."""
-        return max(map(self.per_second, self.gpus))
+        return max(map(self.per_second, self.gpus or (None,)))
 
-    def billed(self, device: str) -> str:
-        """The spec a worker that ran on ``device`` is billed as.
+    def billed(self, device: str) -> str | None:
+        """The spec a worker that ran on ``device`` is billed as; None with no GPU asked for.
 
         The spec asked for of the device's type; else (Modal gave a better GPU
         than asked, as it may an H200 for ``"H100"``) the first asked for.
         """
         found = device_gpu(device)
-        return next((spec for spec in self.gpus if gpu_type(spec) == found), self.gpus[0])
+        first = self.gpus[0] if self.gpus else None
+        return next((spec for spec in self.gpus if gpu_type(spec) == found), first)
 
     def cost(self, device: str, seconds: float) -> float:
         """US dollars for a container on ``device`` busy ``seconds``, then kept warm."""

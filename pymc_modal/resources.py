@@ -46,6 +46,7 @@ def size(
     result_bytes: int,
     share: SampleSettings | None = None,
     parameters: int = 0,
+    cpu_only: bool = False,
 ) -> Resources:
     """The resources a job needs.
 
@@ -60,6 +61,8 @@ def size(
         A sampling job's settings: its sampler's own trace and threads count.
     parameters : int
         The model's parameters, for a sampler that keeps every one's draws.
+    cpu_only : bool
+        A container with no GPU, whose chains each run on a core of their own.
 
     Returns
     -------
@@ -71,7 +74,7 @@ def size(
         entry = samplers.get(share.sampler)
         draws = share.tune + max(share.draws, share.max_draws or 0)
         memory += entry.trace_bytes_per_value * parameters * share.chains * draws
-        if entry.thread_per_chain:
+        if entry.thread_per_chain or cpu_only:
             cpu = max(cpu, float(share.chains))
     return Resources(cpu, math.ceil(memory / 1024**3) * 1024)
 

@@ -86,6 +86,8 @@ class Container:
         given = function._options.resources if function._base_function else None
         self.cpu = given.milli_cpu / 1000 if given and given.milli_cpu else spec.cpu
         self.memory = given.memory_mb if given and given.memory_mb else spec.memory
+        gpus = [given.gpu_config] if given and given.HasField("gpu_config") else spec.gpus
+        self.gpus = list(gpus or [])
         files = self.folder / "fs"
         for mount in _mounts(
             types.SimpleNamespace(_deps_=lambda: [spec.image, *spec.mounts]), set()
@@ -117,7 +119,7 @@ class Container:
             "app_name": function._app._name,
             "app_id": app_id,
             "volumes": volumes,
-            "gpu": server.gpu,
+            "gpu": server.gpu if self.gpus else False,  # a container asked for none has none
             "failing_commits": sorted(server.failing_commits),
             "preempt_after_commits": server.preempt_after_commits,
         }

@@ -24,7 +24,8 @@ def test_doctor_reports_each_step_of_a_tiny_run(modal_server):
     assert modal_server.options[-1]["gpu"] == "H100"
     for item in ("credentials  found", "pymc ", "device       cpu", "gradient", "compile"):
         assert item in report
-    assert "about $" in lines[-2] and "of H100" in lines[-2]
+    assert "about $" in lines[-3] and "of H100" in lines[-3]
+    assert "under 40,000 parameters likely costs less" in lines[-2]
 
 
 @pytest.mark.slow

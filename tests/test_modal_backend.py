@@ -7,6 +7,7 @@ volumes keep Modal's consistency model.
 
 import importlib.metadata
 import json
+import logging
 import platform
 import subprocess
 import sys
@@ -67,8 +68,9 @@ def test_modal_run_returns_what_the_local_backend_returns(modal_server, model):
     on_modal = pymc_modal.sample(model=model, backend="modal", **TINY)
     local = pymc_modal.sample(model=model, backend="local", **TINY)
 
-    job, answer_name, timeout, submitted = modal_server.spawned[0]
+    job, answer_name, timeout, submitted, gpu = modal_server.spawned[0]
     assert (type(job), answer_name, timeout, type(submitted)) == (bytes, None, 7200, float)
+    assert gpu is True
     (app,) = modal_server.started_apps
     assert app["description"] == "pymc-modal" and not app["detached"]
     assert modal_server.options == [{**DEFAULT_OPTIONS, **SMALL}]
@@ -117,10 +119,18 @@ def test_workers_and_map_fan_out_through_function_map(modal_server):
 
 
 @pytest.mark.slow
-def test_the_bill_counts_the_gpu_that_ran_and_its_idle_window(modal_server, model):
+def test_the_bill_counts_the_gpu_that_ran_and_its_idle_window(
+    modal_server, model, caplog, monkeypatch
+):
+    monkeypatch.setattr(pipeline, "_said_cpu_cheaper", False)
+    caplog.set_level(logging.INFO, logger="pymc_modal")
     modal_server.gpu = "NVIDIA A100-SXM4-80GB"  # the H100s are taken: the fallback runs
     with pymc_modal.gpu(["H100", "A100-80GB"], scaledown_window=30):
         idata = pymc_modal.sample(model=model, backend="modal", **TINY)
+        # A model this small: the last line says once that a CPU container may cost less.
+        assert caplog.text.count("likely costs less on a CPU container") == 1
+        pymc_modal.sample(model=model, backend="modal", refit=True, **TINY)
+        assert caplog.text.count("likely costs less on a CPU container") == 1
 
     found = idata.attrs
     assert found["pymc_modal_device"] == "gpu: NVIDIA A100-SXM4-80GB"
@@ -362,6 +372,23 @@ def test_a_fallback_list_gets_one_app_of_its_own_however_often_it_is_used(modal_
     assert len(modal.app._App._all_apps.get(modal_backend.APP_NAME, [])) == apps
     (delivery,) = _run([JOB], options)
     assert delivery.where == "Modal H100 or A100-80GB"
+
+
+@pytest.mark.slow
+def test_a_cpu_container_runs_the_chains_on_its_cores_and_bills_them(modal_server, model):
+    with pymc_modal.cpu(6):
+        idata = pymc_modal.sample(model=model, backend="modal", **{**TINY, "chains": 6})
+
+    (container,) = modal_server.containers
+    assert (container.gpus, container.cpu) == ([], 6.0)
+    assert modal_server.spawned[0][4] is False  # no GPU: the worker samples on the CPU
+    found = idata.attrs
+    assert found["pymc_modal_where"] == "Modal CPU"
+    assert found["pymc_modal_device"] == "cpu: cpu"
+    assert found["pymc_modal_gpu"] == "none"
+    rate = 6 * pricing.CPU_PER_CORE_SECOND + 5 * pricing.MEMORY_PER_GIB_SECOND
+    expected = rate * (found["pymc_modal_gpu_seconds"] + 60)
+    assert found["pymc_modal_cost_usd"] == pytest.approx(expected)
 
 
 @pytest.mark.slow

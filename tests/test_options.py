@@ -104,3 +104,20 @@ def test_every_count_takes_numpy_integers_as_sample_does_and_refuses_the_rest():
         resolve(retries=11)
     with pytest.raises(InvalidOptionError, match=r"timeout=0: pass a whole number of seconds"):
         resolve(timeout=0)
+
+
+def test_no_gpu_is_asked_for_by_cpu_by_none_in_a_block_and_by_name(monkeypatch):
+    with pymc_modal.options(cpu=16):
+        with pymc_modal.cpu() as inner:
+            assert (inner.gpu, inner.cpu) == (None, 16.0)  # the enclosing block's cores
+        with pymc_modal.cpu(2, memory=4096) as inner:
+            assert (inner.gpu, inner.cpu, inner.memory) == (None, 2.0, 4096)
+    with pymc_modal.options(gpu=None):
+        assert resolve().gpu is None
+        assert resolve(gpu=None).gpu is None  # a keyword's None: as configured
+        assert resolve(gpu="H100").gpu == "H100"
+    assert resolve(gpu="none").gpu is None
+    monkeypatch.setenv("PYMC_MODAL_GPU", "None")
+    assert resolve().gpu is None
+    with pytest.raises(InvalidOptionError, match="or gpu=None for a container with CPU cores"):
+        resolve(gpu=[])

@@ -1,4 +1,4 @@
-"""The Modal backend: one App, one generic GPU function, an image pinned to the client.
+"""The Modal backend: one App, one generic function, an image pinned to the client.
 
 All Modal-specific code lives in this module. The infrastructure is declared
 once, here, as data: the image is ``debian_slim`` with the client's Python
@@ -7,8 +7,10 @@ version and the client's exact versions of the libraries a pickle depends on
 Equal client versions give an equal image definition, so Modal's image cache
 is hit on every run after the first. Jobs whose pickles import other
 installed packages run on that image with those packages added, at the
-client's versions, as one more layer. The GPU, timeout and retries of a call
-are applied with ``Function.with_options``, not by one function per GPU. Three
+client's versions, as one more layer. The GPU, CPU, memory, timeout and
+retries of a call are applied with ``Function.with_options``, not by one
+function per GPU; a fallback list of GPUs, or none (a container with CPU
+cores only), is a variant app. Three
 Volumes are mounted on every container: ``pymc-modal-data`` holds the data
 blobs by content hash, ``pymc-modal-results`` the answers of detached runs
 until they are fetched and every run's checkpoint, ``pymc-modal-jax-cache``
@@ -149,8 +151,12 @@ def run_job(
     answer_name: str | None = None,
     timeout: float | None = None,
     submitted: float | None = None,
+    gpu: bool = True,
 ) -> bytes:
     """Run one job in a Modal container; the worker does not know it is on Modal.
+
+    Without ``gpu`` the container has CPU cores only, and the worker samples
+    on them (PyMC gives JAX a CPU device per chain).
 
     The run's checkpoint is kept on the results volume, committed at each
     save, so that an attempt Modal restarts on the same input (after a
@@ -175,7 +181,12 @@ def run_job(
         refresh=results_volume.reload,
     )
     answer = worker.run(
-        job, BLOB_MOUNT, require_gpu=True, storage=storage, timeout=timeout, timeout_from=began
+        job,
+        BLOB_MOUNT,
+        require_gpu=gpu,
+        storage=storage,
+        timeout=timeout,
+        timeout_from=began,
     )
     if answer_name is not None:
         Path(RESULTS_MOUNT, answer_name).write_bytes(answer)
@@ -251,8 +262,14 @@ def _function_for(
         base = detached_function if detached else gpu_function
         variant = base.with_options(gpu=options.gpu, **container)
         return (detached_app if detached else app), variant
-    gpus = (options.gpu,) if isinstance(options.gpu, str) else options.gpu
-    return _variant(gpus, detached, extra, **container)
+    return _variant(_gpus(options), detached, extra, **container)
+
+
+def _gpus(options: Options) -> tuple[str, ...]:
+    """The GPU specs of ``options``, in order; none for a container with CPU cores only."""
+    if options.gpu is None:
+        return ()
+    return (options.gpu,) if isinstance(options.gpu, str) else options.gpu
 
 
 @functools.cache
@@ -267,7 +284,8 @@ def _variant(
         image=image.uv_pip_install(*extra) if extra else image,
         include_source=False,
     )
-    function = _decorate(variant_app, gpus[0] if len(gpus) == 1 else list(gpus), **container)
+    gpu = None if not gpus else gpus[0] if len(gpus) == 1 else list(gpus)
+    function = _decorate(variant_app, gpu, **container)
     return variant_app, function
 
 
@@ -457,7 +475,9 @@ class _Waited:
             self.seconds = {"image": image_seconds}
             start = time.perf_counter()
             if len(jobs) == 1:
-                self.call = self.function.spawn(jobs[0], None, options.timeout, _submitted())
+                self.call = self.function.spawn(
+                    jobs[0], None, options.timeout, _submitted(), options.gpu is not None
+                )
                 self.seconds["transfer"] = time.perf_counter() - start
         except BaseException:
             close()
@@ -475,7 +495,12 @@ class _Waited:
                 with _timeout_explained(self.options):
                     answers = []
                     n = len(self.jobs)
-                    extra = ([None] * n, [self.options.timeout] * n, [_submitted()] * n)
+                    extra = (
+                        [None] * n,
+                        [self.options.timeout] * n,
+                        [_submitted()] * n,
+                        [self.options.gpu is not None] * n,
+                    )
                     for answer in self.function.map(self.jobs, *extra):
                         answers.append(answer)
                         if on_answer is not None:
@@ -601,23 +626,21 @@ def _by_shard(blobs: dict[str, bytes]) -> dict[str, list[str]]:
 
 
 class ModalBackend:
-    """Modal GPUs; see the module's docstring."""
+    """Modal containers with GPUs, or CPU cores only; see the module's docstring."""
 
     name = "modal"
 
     @staticmethod
     def where(options: Options) -> str:
-        """Where jobs run with these options, in words, e.g. ``"Modal H100"``."""
-        gpu = options.gpu if isinstance(options.gpu, str) else " or ".join(options.gpu)
-        return f"Modal {gpu}"
+        """Where jobs run with these options, in words, e.g. ``"Modal H100"``, ``"Modal CPU"``."""
+        return f"Modal {' or '.join(_gpus(options)) or 'CPU'}"
 
     @staticmethod
     def tariff(options: Options, resources: Resources) -> Tariff:
         """What a call's containers are billed at: their GPU, CPU and memory, and the idle
         window each is kept warm after its answer."""
-        gpus = (options.gpu,) if isinstance(options.gpu, str) else options.gpu
         return Tariff(
-            gpus,
+            _gpus(options),
             resources.cpu,
             resources.memory,
             options.scaledown_window,
@@ -684,7 +707,7 @@ class ModalBackend:
     def submit(
         self, jobs: Sequence[bytes], options: Options, detached: Path | None = None
     ) -> _Waited | _Detached:
-        """Start ``jobs`` on Modal GPUs, showing Modal's output.
+        """Start ``jobs`` on Modal containers, showing Modal's output.
 
         Waited jobs run in the app this process keeps running between calls
         (see :meth:`close`). Detached jobs are spawned in an app that outlives
@@ -716,7 +739,11 @@ class ModalBackend:
             with modal.enable_output(), run_app.run(detach=True):
                 for index, job in enumerate(jobs):
                     answer_name = run.remote_answer(index)
-                    calls.append(function.spawn(job, answer_name, options.timeout, _submitted()))
+                    calls.append(
+                        function.spawn(
+                            job, answer_name, options.timeout, _submitted(), options.gpu is not None
+                        )
+                    )
             if len(calls) < len(jobs):
                 # Modal's runner ends the app's block quietly on Ctrl-C; the caller must know.
                 for call in calls:
