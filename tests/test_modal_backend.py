@@ -350,6 +350,22 @@ def test_gpu_timeout_and_retries_from_the_context_manager(modal_server):
     assert [args[:3] for args in modal_server.spawned] == [(JOB, None, 600)]
 
 
+def test_an_app_that_fails_to_start_leaves_modal_s_output_off(modal_server, monkeypatch):
+    from modal._output.manager import OutputManager
+
+    async def refused(*args, **kwargs):
+        raise modal.exception.AuthError("Token ID is malformed")
+
+    monkeypatch.setattr(modal.runner, "_init_local_app_new", refused)
+    try:
+        _run([JOB], resolve())
+    except modal.exception.AuthError as exc:
+        kept = exc  # as a notebook keeps the last exception, its traceback and its frames
+    assert kept.__traceback__ is not None
+    assert not OutputManager.get().is_enabled  # left on, it would print into later cells
+    assert modal_backend._running is None
+
+
 def test_gpu_keyword_and_environment_reach_the_call(modal_server, monkeypatch):
     modal_server.call_error = modal.exception.RemoteError("stop here")
     with pytest.raises(modal.exception.RemoteError):

@@ -22,6 +22,7 @@ checkpoint. The first Ctrl-C asks the runs to end after their current block
 from __future__ import annotations
 
 import codecs
+import contextlib
 import logging
 import os
 import queue
@@ -35,7 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from pymc_modal import payload
+from pymc_modal import console, payload
 from pymc_modal.backends import Delivery, OnAnswer, say_stopping
 from pymc_modal.config import Options
 from pymc_modal.errors import RunTimeoutError, WorkerError
@@ -64,8 +65,7 @@ PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 def _relay(stream, target: TextIO) -> None:
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     while chunk := os.read(stream.fileno(), 65536):
-        target.write(decoder.decode(chunk))
-        target.flush()
+        console.write(decoder.decode(chunk), target)
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -273,7 +273,7 @@ class _Pool:
         def await_answer(index: int, worker: _Worker) -> None:
             answered.put((index, worker.wait_done()))
 
-        with tempfile.TemporaryDirectory(prefix="pymc-modal-") as folder:
+        with tempfile.TemporaryDirectory(prefix="pymc-modal-") as folder, console.shown():
             paths = RunPaths(Path(folder))
             waiting = list(range(len(self.jobs)))
             try:
@@ -349,8 +349,7 @@ def _relay_log(path: Path, offset: int) -> int:
     with open(path, "rb") as log:
         log.seek(offset)
         new = log.read()
-    sys.stderr.write(new.decode(errors="replace"))
-    sys.stderr.flush()
+    console.write(new.decode(errors="replace"), sys.stderr)
     return offset + len(new)
 
 
@@ -375,6 +374,10 @@ class _Detached:
 
     def wait(self, on_answer: OnAnswer = None, block: bool = True) -> list[Delivery] | None:
         """Wait for the answers, relaying the first worker's log to stderr if ``block``."""
+        with console.shown() if block else contextlib.nullcontext():
+            return self._wait(on_answer, block)
+
+    def _wait(self, on_answer: OnAnswer, block: bool) -> list[Delivery] | None:
         log, offset = self.run.log(0), 0
         relay = _relay_log if block else lambda path, offset: offset
         while not all(path.exists() for path in self.paths):

@@ -449,10 +449,10 @@ def _started(options: Options, extra: tuple[str, ...]) -> tuple[modal.Function, 
             close()
     close()
     start = time.perf_counter()
-    stack = contextlib.ExitStack()
-    stack.enter_context(modal.enable_output())
-    stack.enter_context(run_app.run())
-    _running = (run_app, stack)
+    with contextlib.ExitStack() as stack:  # closed, Modal's output with it, if the app fails
+        stack.enter_context(modal.enable_output())
+        stack.enter_context(run_app.run())
+        _running = (run_app, stack.pop_all())
     return function, time.perf_counter() - start
 
 
