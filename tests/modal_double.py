@@ -13,6 +13,8 @@
   the function through Modal's ``hydrate_function``, and has
   ``modal.is_local()`` False. A spawn outside a running app fails, as it
   does on Modal.
+- Queues: an ephemeral queue is a folder on the "server" that a container's
+  ``put`` and the client's ``get_many`` share, in order.
 - Volumes: each is a folder on the "server". A container sees a snapshot
   taken at its start until ``reload()``; ``commit()`` publishes its writes.
   On the client, ``listdir``, ``read_file``, ``remove_file`` and
@@ -36,11 +38,14 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import pickle
+import queue
 import shutil
 import socket
 import subprocess
 import sys
+import time
 import types
 from multiprocessing.connection import Connection
 from pathlib import Path, PurePosixPath
@@ -149,6 +154,33 @@ class Container:
         self.process.wait(timeout=60)
 
 
+class QueueDouble:
+    """An ephemeral ``modal.Queue``: a folder on the "server", from any process, in order."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True)
+
+    def put(self, value, block=True, timeout=None, **kwargs) -> None:
+        partial = self.folder / f".{os.getpid()}"
+        partial.write_bytes(pickle.dumps(value))
+        partial.rename(self.folder / f"{time.monotonic_ns():020d}")
+
+    def get_many(self, n_values, block=True, timeout=None, **kwargs) -> list:
+        waited = 0.0
+        while True:
+            names = sorted(path for path in self.folder.iterdir() if not path.name.startswith("."))
+            if names or not block:
+                values = [pickle.loads(path.read_bytes()) for path in names[:n_values]]
+                for path in names[:n_values]:
+                    path.unlink()
+                return values
+            if timeout is not None and waited >= timeout:
+                raise queue.Empty
+            time.sleep(0.01)  # the server holding a blocking get open
+            waited += 0.01
+
+
 class Call:
     """A spawned call, as ``modal.FunctionCall`` offers it."""
 
@@ -191,6 +223,7 @@ class Server:
         self.interrupt_spawn: int | None = None
         self.preempt_after_commits: int | None = None
         self.restarts: list[tuple] = []
+        self.queues: list[QueueDouble] = []
         self._patch(monkeypatch)
 
     # The server's record of what happened, for assertions.
@@ -341,6 +374,12 @@ class Server:
         def from_id(call_id, client=None):
             return server.calls[call_id]
 
+        @contextlib.contextmanager
+        def ephemeral_queue(client=None, environment_name=None):
+            made = QueueDouble(server.root / "queues" / str(next(server.numbers)))
+            server.queues.append(made)
+            yield made
+
         monkeypatch.setattr(modal.client._Client, "from_env", classmethod(from_env))
         monkeypatch.setattr(modal.runner, "_init_local_app_new", init_local_app_new)
         monkeypatch.setattr(modal.runner, "_create_all_objects", nothing)
@@ -352,6 +391,7 @@ class Server:
         monkeypatch.setattr(modal.Function, "spawn", spawn)
         monkeypatch.setattr(modal.Function, "map", map_)
         monkeypatch.setattr(modal.FunctionCall, "from_id", from_id)
+        monkeypatch.setattr(modal.Queue, "ephemeral", staticmethod(ephemeral_queue))
         self._patch_volumes(monkeypatch)
 
     def _patch_volumes(self, monkeypatch) -> None:

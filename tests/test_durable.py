@@ -532,7 +532,8 @@ def test_run_stop_reaches_a_detached_modal_run_through_the_results_volume(modal_
     run = pymc_modal.sample(model=model, wait=False, **on_modal)
     run.stop()
 
-    assert [path.endswith("/stop") for path in modal_server.uploaded] == [True]
+    needs, stop = modal_server.uploaded  # what the run needs kept, then the request
+    assert needs == f"{run.id}-needs" and stop.endswith("/stop")
     # Stopped in its warm-up: nothing drawn, the steps kept.
     with pytest.raises(NoDrawsError, match=r"after 2 of 50 warm-up steps, because it was asked"):
         pymc_modal.fetch(run.id)

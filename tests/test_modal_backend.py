@@ -26,7 +26,7 @@ from pytensor.graph.op import Op
 from pytensor.link.jax.dispatch import jax_funcify
 
 import pymc_modal
-from pymc_modal import backends, payload, pipeline, pricing
+from pymc_modal import backends, console, payload, pipeline, pricing
 from pymc_modal.backends import modal as modal_backend
 from pymc_modal.client import prepare
 from pymc_modal.config import resolve
@@ -68,9 +68,9 @@ def test_modal_run_returns_what_the_local_backend_returns(modal_server, model):
     on_modal = pymc_modal.sample(model=model, backend="modal", **TINY)
     local = pymc_modal.sample(model=model, backend="local", **TINY)
 
-    job, answer_name, timeout, submitted, gpu = modal_server.spawned[0]
+    job, answer_name, timeout, submitted, gpu, output = modal_server.spawned[0]
     assert (type(job), answer_name, timeout, type(submitted)) == (bytes, None, 7200, float)
-    assert gpu is True
+    assert gpu is True and output is None  # not in a notebook: the output is Modal's log
     (app,) = modal_server.started_apps
     assert app["description"] == "pymc-modal" and not app["detached"]
     assert modal_server.options == [{**DEFAULT_OPTIONS, **SMALL}]
@@ -405,6 +405,42 @@ def test_a_cpu_container_runs_the_chains_on_its_cores_and_bills_them(modal_serve
     rate = 6 * pricing.CPU_PER_CORE_SECOND + 5 * pricing.MEMORY_PER_GIB_SECOND
     expected = rate * (found["pymc_modal_gpu_seconds"] + 60)
     assert found["pymc_modal_cost_usd"] == pytest.approx(expected)
+
+
+class _Shown(console.Screen):
+    """A notebook's panel, kept here: what it would show."""
+
+    made: list = []
+
+    def __init__(self):
+        super().__init__()
+        self.made.append(self)
+
+    def write(self, text):
+        self.feed(text)
+
+
+@pytest.mark.slow
+def test_in_a_notebook_the_worker_s_output_comes_back_for_one_panel(
+    modal_server, model, monkeypatch
+):
+    monkeypatch.setattr(console, "in_notebook", lambda: True)
+    monkeypatch.setattr(console, "Panel", _Shown)
+    _Shown.made.clear()
+    modal_server.hold = True  # the call runs while it is waited for, as the output is relayed
+    pymc_modal.sample(
+        model=model,
+        backend="modal",
+        **{**TINY, "progressbar": True, "target_ess": 10, "max_draws": 40},
+    )
+
+    (queue,) = modal_server.queues
+    assert modal_server.spawned[0][5] is queue
+    (panel,) = _Shown.made
+    # The bar's last state, under the block line, as a terminal would show them.
+    assert "numpyro warm-up + draws" in panel.text and "100%" in panel.text
+    assert "draws 20: min bulk ESS" in panel.text
+    assert panel.text.count("warm-up + draws") == 1 and "\x1b" not in panel.text
 
 
 @pytest.mark.slow

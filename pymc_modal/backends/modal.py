@@ -33,7 +33,9 @@ import importlib.metadata
 import io
 import json
 import logging
+import queue as stdlib_queue
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -46,7 +48,7 @@ import modal.types
 from modal.volume import FileEntryType
 from packaging.utils import canonicalize_name
 
-from pymc_modal import payload
+from pymc_modal import console, payload
 from pymc_modal.backends import Delivery, OnAnswer, say_stopping
 from pymc_modal.config import DEFAULT_TIMEOUT, Options
 from pymc_modal.errors import (
@@ -91,6 +93,8 @@ PINNED = ("pymc", "pytensor", "numpy", "arviz", "numpyro", "nutpie", "blackjax",
 # JAX publishes no CUDA 12 plugin from 0.12.1 on; Modal's hosts run NVIDIA's 580 driver
 # series, which CUDA 13 needs.
 CUDA13_FROM = "0.12.1"
+# How often a worker's output is sent to a notebook's client, at most.
+OUTPUT_SECONDS = 0.25
 # Modal sends an argument over 2 MiB (over 8 KiB for spawn) through its blob storage,
 # holding it in memory at both ends: a cap keeps a job off that path's limits.
 MAX_PAYLOAD_BYTES = 2 * 1024**3
@@ -152,11 +156,14 @@ def run_job(
     timeout: float | None = None,
     submitted: float | None = None,
     gpu: bool = True,
+    output: modal.Queue | None = None,
 ) -> bytes:
     """Run one job in a Modal container; the worker does not know it is on Modal.
 
     Without ``gpu`` the container has CPU cores only, and the worker samples
-    on them (PyMC gives JAX a CPU device per chain).
+    on them (PyMC gives JAX a CPU device per chain). With ``output`` (for a
+    client in a notebook) what the worker writes to stderr, its progress bar
+    and report lines, is sent there rather than to Modal's log.
 
     The run's checkpoint is kept on the results volume, committed at each
     save, so that an attempt Modal restarts on the same input (after a
@@ -180,14 +187,15 @@ def run_job(
         publish=results_volume.commit,
         refresh=results_volume.reload,
     )
-    answer = worker.run(
-        job,
-        BLOB_MOUNT,
-        require_gpu=gpu,
-        storage=storage,
-        timeout=timeout,
-        timeout_from=began,
-    )
+    with _stderr_to(output):
+        answer = worker.run(
+            job,
+            BLOB_MOUNT,
+            require_gpu=gpu,
+            storage=storage,
+            timeout=timeout,
+            timeout_from=began,
+        )
     if answer_name is not None:
         Path(RESULTS_MOUNT, answer_name).write_bytes(answer)
         try:
@@ -203,6 +211,38 @@ def run_job(
     except Exception as exc:  # Containers committing the same programs at once can conflict.
         _log.warning("JAX's compiled programs were not saved for the next container: %s", exc)
     return answer
+
+
+class _QueueWriter(io.TextIOBase):
+    """A text stream whose writes are put on a Modal Queue, gathered a quarter second at a time."""
+
+    def __init__(self, queue: modal.Queue) -> None:
+        self.queue, self.pending, self.sent = queue, [], time.monotonic()
+
+    def write(self, text: str) -> int:
+        self.pending.append(text)
+        if time.monotonic() - self.sent >= OUTPUT_SECONDS:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.queue.put("".join(self.pending))
+            self.pending, self.sent = [], time.monotonic()
+
+
+@contextlib.contextmanager
+def _stderr_to(queue: modal.Queue | None) -> Iterator[None]:
+    """This process's stderr sent to ``queue`` inside the block, if one is given."""
+    if queue is None:
+        yield
+        return
+    writer = _QueueWriter(queue)
+    try:
+        with contextlib.redirect_stderr(writer):
+            yield
+    finally:
+        writer.flush()
 
 
 def _decorate(function_app: modal.App, gpu: str | list[str], **options: Any) -> modal.Function:
@@ -462,6 +502,31 @@ def _alive(run_app: modal.App) -> bool:
     return state not in (modal.types.AppState.STOPPING, modal.types.AppState.STOPPED)
 
 
+@contextlib.contextmanager
+def _relayed(queue: modal.Queue | None) -> Iterator[None]:
+    """What a worker puts on ``queue`` written here as it arrives, until the block ends."""
+    if queue is None:
+        yield
+        return
+    done = threading.Event()
+
+    def relay() -> None:
+        with contextlib.suppress(modal.exception.Error):  # the queue gone: nothing to show
+            while not done.is_set():
+                with contextlib.suppress(stdlib_queue.Empty):
+                    console.write("".join(queue.get_many(100, timeout=OUTPUT_SECONDS)), sys.stderr)
+            while left := queue.get_many(100, block=False):  # what came before the answer
+                console.write("".join(left), sys.stderr)
+
+    thread = threading.Thread(target=relay, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 class _Waited:
     """A waited call's jobs in the running app: one spawned, several fanned out with map.
 
@@ -470,18 +535,28 @@ class _Waited:
 
     def __init__(self, jobs: Sequence[bytes], options: Options, extra: tuple[str, ...]) -> None:
         self.jobs, self.options, self.call = jobs, options, None
+        # In a notebook the first worker's output comes back through a queue, for one panel.
+        self.output = contextlib.ExitStack()
         try:
             self.function, image_seconds = _started(options, extra)
             self.seconds = {"image": image_seconds}
+            self.queue = None
+            if console.in_notebook():
+                self.queue = self.output.enter_context(modal.Queue.ephemeral())
             start = time.perf_counter()
             if len(jobs) == 1:
-                self.call = self.function.spawn(
-                    jobs[0], None, options.timeout, _submitted(), options.gpu is not None
-                )
+                self.call = self.function.spawn(*self._arguments(0))
                 self.seconds["transfer"] = time.perf_counter() - start
         except BaseException:
+            self.output.close()
             close()
             raise
+
+    def _arguments(self, index: int) -> tuple:
+        """Job ``index``'s arguments of :func:`run_job`."""
+        options = self.options
+        queue = self.queue if index == 0 else None
+        return self.jobs[index], None, options.timeout, _submitted(), options.gpu is not None, queue
 
     def wait(self, on_answer: OnAnswer = None, block: bool = True) -> list[Delivery]:
         """Every job's delivery; with several jobs, each carries the whole fan-out's wall time."""
@@ -489,23 +564,18 @@ class _Waited:
         seconds = self.seconds
         start = time.perf_counter()
         try:
-            if self.call is not None:
-                answers = [_wait(self.call, self.options, self.jobs[0])]
-            else:
-                with _timeout_explained(self.options):
-                    answers = []
-                    n = len(self.jobs)
-                    extra = (
-                        [None] * n,
-                        [self.options.timeout] * n,
-                        [_submitted()] * n,
-                        [self.options.gpu is not None] * n,
-                    )
-                    for answer in self.function.map(self.jobs, *extra):
-                        answers.append(answer)
-                        if on_answer is not None:
-                            elapsed = {**seconds, "wall": time.perf_counter() - start}
-                            on_answer(len(answers) - 1, Delivery(answer, elapsed, where))
+            with self.output, console.shown(), _relayed(self.queue):
+                if self.call is not None:
+                    answers = [_wait(self.call, self.options, self.jobs[0])]
+                else:
+                    with _timeout_explained(self.options):
+                        answers = []
+                        arguments = zip(*map(self._arguments, range(len(self.jobs))), strict=True)
+                        for answer in self.function.map(*arguments):
+                            answers.append(answer)
+                            if on_answer is not None:
+                                elapsed = {**seconds, "wall": time.perf_counter() - start}
+                                on_answer(len(answers) - 1, Delivery(answer, elapsed, where))
             seconds["wall"] = time.perf_counter() - start
         except BaseException:
             close()
