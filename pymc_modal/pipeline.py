@@ -312,7 +312,9 @@ def _check_previous(
         )
 
 
-def _bounded(settings: SampleSettings, checked: preflight.Checked, options: Options):
+def _bounded(
+    settings: SampleSettings, checked: preflight.Checked, options: Options
+) -> SampleSettings:
     """A target run's settings with its draws bounded by the sampler's policy, unless given."""
     if settings.max_draws is not None:
         return settings

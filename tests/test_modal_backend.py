@@ -443,6 +443,18 @@ def test_in_a_notebook_the_worker_s_output_comes_back_for_one_panel(
     assert panel.text.count("warm-up + draws") == 1 and "\x1b" not in panel.text
 
 
+def test_a_failing_output_queue_sends_the_rest_to_the_container_s_stderr(capfd):
+    class Gone:
+        def put(self, value):
+            raise modal.exception.ConnectionError("Deadline exceeded")
+
+    writer = modal_backend._QueueWriter(Gone())
+    for line in ("draws 100\n", "draws 200\n"):
+        writer.write(line)
+        writer.flush()
+    assert capfd.readouterr().err == "draws 100\ndraws 200\n"
+
+
 @pytest.mark.slow
 def test_an_app_modal_stopped_meanwhile_is_started_again(modal_server, caplog):
     _run([JOB], resolve())

@@ -214,21 +214,35 @@ def run_job(
 
 
 class _QueueWriter(io.TextIOBase):
-    """A text stream whose writes are put on a Modal Queue, gathered a quarter second at a time."""
+    """A text stream whose writes are put on a Modal Queue, gathered a quarter second at a time.
+
+    If the queue fails, the rest goes to the container's own stderr: the run goes on.
+    """
 
     def __init__(self, queue: modal.Queue) -> None:
         self.queue, self.pending, self.sent = queue, [], time.monotonic()
+        self.lock = threading.Lock()
 
     def write(self, text: str) -> int:
-        self.pending.append(text)
+        with self.lock:
+            self.pending.append(text)
         if time.monotonic() - self.sent >= OUTPUT_SECONDS:
             self.flush()
         return len(text)
 
     def flush(self) -> None:
-        if self.pending:
-            self.queue.put("".join(self.pending))
-            self.pending, self.sent = [], time.monotonic()
+        with self.lock:
+            text, self.pending, self.sent = "".join(self.pending), [], time.monotonic()
+            if not text:
+                return
+            if self.queue is not None:
+                try:
+                    self.queue.put(text)
+                    return
+                except Exception:  # The client's display is lost, not the run.
+                    self.queue = None
+            sys.__stderr__.write(text)
+            sys.__stderr__.flush()
 
 
 @contextlib.contextmanager
