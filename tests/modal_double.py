@@ -12,7 +12,9 @@
   container imports this package only from the files its image mounts, finds
   the function through Modal's ``hydrate_function``, and has
   ``modal.is_local()`` False. A spawn outside a running app fails, as it
-  does on Modal.
+  does on Modal. A container idle for longer than its scale-down window on
+  the server's clock (``pass_time``) is stopped, and the next call starts a
+  new one.
 - Queues: an ephemeral queue is a folder on the "server" that a container's
   ``put`` and the client's ``get_many`` share, in order.
 - Volumes: each is a folder on the "server". A container sees a snapshot
@@ -61,6 +63,7 @@ from modal.types import FileEntry, FileEntryType
 from modal_proto import api_pb2
 
 CONTAINER = Path(__file__).with_name("modal_container.py")
+DEFAULT_SCALEDOWN_WINDOW = 60  # Modal's
 PACKAGE = "pymc_modal"
 
 
@@ -86,6 +89,10 @@ class Container:
         number = next(server.numbers)
         self.folder = server.root / "containers" / str(number)
         spec = (function._base_function or function)._spec
+        self.server, self.idle_since = server, None
+        # Its scale-down window: a variant's; a decorated function's is not kept where the
+        # double can read it (only in the definition Modal's servers get), so Modal's default.
+        self.window = function._options.scaledown_window or DEFAULT_SCALEDOWN_WINDOW
         self.image = spec.image
         # What the server gives the container: a variant's resources over its function's spec.
         given = function._options.resources if function._base_function else None
@@ -145,6 +152,7 @@ class Container:
             return "error", modal.exception.ExecutionError(f"The container failed: {text}\n{trace}")
         self.connection.send_bytes(pickle.dumps(args))
         reply = pickle.loads(self.connection.recv_bytes())
+        self.idle_since = self.server.now()
         if reply[0] == "error" and isinstance(reply[1], str):
             return "error", modal.exception.RemoteError(f"{reply[1]}\n{reply[2]}")
         return reply[:2]
@@ -224,7 +232,16 @@ class Server:
         self.preempt_after_commits: int | None = None
         self.restarts: list[tuple] = []
         self.queues: list[QueueDouble] = []
+        self.passed = 0.0
         self._patch(monkeypatch)
+
+    def now(self) -> float:
+        """The server's clock: this machine's, moved on by :meth:`pass_time`."""
+        return time.monotonic() + self.passed
+
+    def pass_time(self, seconds: float) -> None:
+        """Let ``seconds`` pass on the server at once, as for containers' scale-down windows."""
+        self.passed += seconds
 
     # The server's record of what happened, for assertions.
     @property
@@ -265,6 +282,9 @@ class Server:
         app_id = app._running_app.app_id
         key = (app_id, id(function._base_function or function), repr(function._options))
         pool = self.pools.setdefault(key, [])
+        idle = pool and pool[0].idle_since is not None and self.now() - pool[0].idle_since
+        if idle and idle > pool[0].window:  # Modal scaled it down while it waited
+            pool.pop(0).stop()
         if not pool:
             container = Container(self, function, app_id)
             self.containers.append(container)

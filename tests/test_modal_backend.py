@@ -482,6 +482,24 @@ def test_calls_share_one_running_app_and_container_until_the_session_ends(modal_
 
 
 @pytest.mark.slow
+def test_a_container_idle_past_its_window_is_gone_and_the_next_call_starts_another(
+    modal_server, model
+):
+    with pymc_modal.session(scaledown_window=30):
+        first = pymc_modal.sample(model=model, backend="modal", **TINY)
+        modal_server.pass_time(29)  # within the window: the same warm container
+        pymc_modal.sample(model=model, backend="modal", refit=True, **TINY)
+        assert len(modal_server.containers) == 1
+        modal_server.pass_time(31)  # past it: Modal has scaled the container down
+        again = pymc_modal.sample(model=model, backend="modal", refit=True, **TINY)
+
+    first_container, second_container = modal_server.containers
+    assert first_container.process.poll() is not None  # stopped
+    for name in first.posterior.data_vars:
+        np.testing.assert_array_equal(first.posterior[name].values, again.posterior[name].values)
+
+
+@pytest.mark.slow
 def test_another_fallback_list_stops_the_running_app_and_starts_its_own(modal_server):
     _run([JOB], resolve())
     _run([JOB], resolve(gpu=["H100", "A100"]))
