@@ -90,16 +90,21 @@ class Container:
         self.folder = server.root / "containers" / str(number)
         spec = (function._base_function or function)._spec
         self.server, self.idle_since = server, None
-        # Its scale-down window: a variant's; a decorated function's is not kept where the
-        # double can read it (only in the definition Modal's servers get), so Modal's default.
-        self.window = function._options.scaledown_window or DEFAULT_SCALEDOWN_WINDOW
+        # What a variant (Function.with_options) sets; a decorator's own values of these
+        # reach only the definition Modal's servers get, so the double takes Modal's defaults.
+        options = function._options
+        self.window = options.scaledown_window or DEFAULT_SCALEDOWN_WINDOW
+        self.timeout = options.timeout_secs
+        self.retries = options.retry_policy.retries if options.retry_policy else 0
         self.image = spec.image
         # What the server gives the container: a variant's resources over its function's spec.
         given = function._options.resources if function._base_function else None
         self.cpu = given.milli_cpu / 1000 if given and given.milli_cpu else spec.cpu
         self.memory = given.memory_mb if given and given.memory_mb else spec.memory
-        gpus = [given.gpu_config] if given and given.HasField("gpu_config") else spec.gpus
-        self.gpus = list(gpus or [])
+        if given and given.gpu_config.gpu_type:
+            self.gpus = [given.gpu_config.gpu_type]
+        else:
+            self.gpus = [spec.gpus] if isinstance(spec.gpus, str) else list(spec.gpus or [])
         files = self.folder / "fs"
         for mount in _mounts(
             types.SimpleNamespace(_deps_=lambda: [spec.image, *spec.mounts]), set()

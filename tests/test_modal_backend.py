@@ -500,6 +500,21 @@ def test_a_container_idle_past_its_window_is_gone_and_the_next_call_starts_anoth
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("gpu", [["H100", "A100-80GB"], None])
+def test_a_variant_app_s_container_gets_the_call_s_resources_and_limits(modal_server, gpu):
+    limits = {"timeout": 600, "retries": 2, "scaledown_window": 30}
+    with pymc_modal.options(gpu=gpu, cpu=2, memory=2048, **limits):
+        _run([JOB], resolve())
+
+    (container,) = modal_server.containers
+    assert container.gpus == (gpu or [])
+    assert (container.cpu, container.memory) == (2.0, 2048)
+    assert (container.timeout, container.retries, container.window) == (600, 2, 30)
+    volumes = {"pymc-modal-data", "pymc-modal-results", "pymc-modal-jax-cache"}
+    assert set(container.volumes) == volumes
+
+
+@pytest.mark.slow
 def test_another_fallback_list_stops_the_running_app_and_starts_its_own(modal_server):
     _run([JOB], resolve())
     _run([JOB], resolve(gpu=["H100", "A100"]))
@@ -826,8 +841,6 @@ def test_each_container_gets_the_cpu_and_memory_its_job_needs(modal_server, mode
     assert asked(model=wide, draws=20_000) == (4.0, 9 * 1024)
     with pymc_modal.options(cpu=2, memory=2048):
         assert asked(model=model) == (2.0, 2048)
-        _, fallback = modal_backend._function_for(resolve(gpu=["H100", "A100"]))
-    assert (_raw(fallback)._spec.cpu, _raw(fallback)._spec.memory) == (2.0, 2048)
 
 
 def test_cpu_and_memory_that_modal_cannot_give_are_refused():

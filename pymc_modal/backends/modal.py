@@ -314,9 +314,9 @@ def _function_for(
     }
     if isinstance(options.gpu, str) and not extra:
         base = detached_function if detached else gpu_function
-        variant = base.with_options(gpu=options.gpu, **container)
-        return (detached_app if detached else app), variant
-    return _variant(_gpus(options), detached, extra, **container)
+        return (detached_app if detached else app), base.with_options(gpu=options.gpu, **container)
+    variant_app, function = _variant(_gpus(options), detached, extra)
+    return variant_app, function.with_options(**container)
 
 
 def _gpus(options: Options) -> tuple[str, ...]:
@@ -328,19 +328,18 @@ def _gpus(options: Options) -> tuple[str, ...]:
 
 @functools.cache
 def _variant(
-    gpus: tuple[str, ...], detached: bool, extra: tuple[str, ...], **container: Any
+    gpus: tuple[str, ...], detached: bool, extra: tuple[str, ...]
 ) -> tuple[modal.App, modal.Function]:
-    # Function.with_options takes one GPU type and no image; a fallback list or an image
-    # with more packages is a decorator option, so it gets an app of its own around the
-    # same function, made once: Modal keeps every App.
+    # Function.with_options takes one GPU type, cannot take a GPU away, and takes no image;
+    # a fallback list, no GPU or an image with more packages is a decorator option, so it
+    # gets an app of its own around the same function, made once: Modal keeps every App.
     variant_app = modal.App(
         DETACHED_APP_NAME if detached else APP_NAME,
         image=image.uv_pip_install(*extra) if extra else image,
         include_source=False,
     )
     gpu = None if not gpus else gpus[0] if len(gpus) == 1 else list(gpus)
-    function = _decorate(variant_app, gpu, **container)
-    return variant_app, function
+    return variant_app, _decorate(variant_app, gpu, timeout=DEFAULT_TIMEOUT)
 
 
 def extra_requirements(jobs: Sequence[bytes]) -> tuple[str, ...]:
