@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = [
+    "ANSWERED",
     "ENDED_EARLY",
     "EXTRA_FIELDS",
     "FLOAT64_TRUNCATION",
@@ -100,6 +101,9 @@ class SampleSettings:
     warm_start: str | None = None
 
 
+# What a warm local worker writes to its stderr once a job's answer is written: the
+# client, relaying that stream, knows then that it has relayed all the job's output.
+ANSWERED = b"\x00pymc-modal: answered\x00"
 # Why a run ended before it drew what it was asked for: its attempt's time ran out, it
 # was stopped, or a block failed. Such a run returns the draws it has and keeps its
 # checkpoint.

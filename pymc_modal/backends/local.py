@@ -40,6 +40,7 @@ from pymc_modal import console, payload
 from pymc_modal.backends import Delivery, OnAnswer, say_stopping
 from pymc_modal.config import Options
 from pymc_modal.errors import RunTimeoutError, WorkerError
+from pymc_modal.job import ANSWERED
 from pymc_modal.paths import (
     CheckpointPaths,
     RunPaths,
@@ -62,10 +63,33 @@ POLL_SECONDS = 1.0
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 
 
-def _relay(stream, target: TextIO) -> None:
+def _relay(stream, target: TextIO, answered: queue.Queue[bool] | None = None) -> None:
+    """Copy a worker's output to ``target`` (or the panel shown) as it comes.
+
+    With ``answered``, each :data:`ANSWERED` in the output is taken out of it
+    and put there as True, after the output before it; the output's end as False.
+    """
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    held = b""
     while chunk := os.read(stream.fileno(), 65536):
-        console.write(decoder.decode(chunk), target)
+        parts = (held + chunk).split(ANSWERED) if answered is not None else [chunk]
+        held = parts.pop()
+        for part in parts:
+            console.write(decoder.decode(part), target)
+            answered.put(True)
+        # A mark the read cut in two waits for its end.
+        cut = len(held) - _mark_started(held) if answered is not None else len(held)
+        console.write(decoder.decode(held[:cut]), target)
+        held = held[cut:]
+    if answered is not None:
+        answered.put(False)
+
+
+def _mark_started(data: bytes) -> int:
+    """How many of ``data``'s last bytes begin :data:`ANSWERED`."""
+    return next(
+        (size for size in range(len(ANSWERED) - 1, 0, -1) if data.endswith(ANSWERED[:size])), 0
+    )
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -108,24 +132,25 @@ class _Worker:
     """A worker process that runs the jobs it is sent, one at a time, until told to end.
 
     A job is sent as a line on its stdin naming the job, answer and blob
-    paths; a byte on the ``done`` pipe says its answer is written. Closing its
-    stdin ends it, however this process ends.
+    paths; :data:`ANSWERED` on its stderr, after the job's output, says its
+    answer is written. Closing its stdin ends it, however this process ends.
     """
 
     def __init__(self) -> None:
-        self.done, done_for_worker = os.pipe()
         self.process = subprocess.Popen(
-            _worker_command("serve", done_for_worker),
+            _worker_command("serve"),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.PIPE,
             env=_worker_environment(),
-            pass_fds=(done_for_worker,),
         )
-        os.close(done_for_worker)
-        relayed = ((self.process.stdout, sys.stdout), (self.process.stderr, sys.stderr))
-        for stream, target in relayed:
-            threading.Thread(target=_relay, args=(stream, target), daemon=True).start()
+        self.answered: queue.Queue[bool] = queue.Queue()
+        relayed = (
+            (self.process.stdout, sys.stdout, None),
+            (self.process.stderr, sys.stderr, self.answered),
+        )
+        for arguments in relayed:
+            threading.Thread(target=_relay, args=arguments, daemon=True).start()
         self.retirement: threading.Timer | None = None
 
     def send(self, job_path: Path, answer_path: Path, timeout: int) -> None:
@@ -134,8 +159,11 @@ class _Worker:
         self.process.stdin.flush()
 
     def wait_done(self) -> bool:
-        """Block until the job sent last is answered (True) or the process ended (False)."""
-        return os.read(self.done, 1) == b"\n"
+        """Block until the job sent last is answered (True) or the process ended (False).
+
+        Its output is relayed by then.
+        """
+        return self.answered.get()
 
     def close(self) -> None:
         """End the process: it exits at the end of its input (killed if it does not)."""
@@ -144,7 +172,6 @@ class _Worker:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             _stop(self.process)
-        os.close(self.done)
 
     def stop(self) -> None:
         _stop(self.process)

@@ -1,10 +1,11 @@
 """A worker process on this machine: ``python -m pymc_modal.worker MODE JAX_CACHE ...``.
 
-``serve DONE_FD``: a warm worker. Each line on stdin names, tab-separated, a
-job file, its answer file, the blob folder, the checkpoints' folder, the
+``serve``: a warm worker. Each line on stdin names, tab-separated, a job
+file, its answer file, the blob folder, the checkpoints' folder, the
 attempt's timeout in seconds (empty for none) and when the job was submitted
-(:func:`time.time`), from which the timeout counts; once an answer is written a byte goes to the
-``DONE_FD`` pipe. It exits at the end of stdin, which comes when the client
+(:func:`time.time`), from which the timeout counts; once an answer is
+written, :data:`pymc_modal.job.ANSWERED` follows the job's output on stderr.
+It exits at the end of stdin, which comes when the client
 closes it or is gone, even while a job runs. It ignores Ctrl-C, which a
 terminal sends to the client's whole process group: the client asks a run
 to stop through its checkpoint, or ends the process.
@@ -23,6 +24,7 @@ import threading
 from pathlib import Path
 
 from pymc_modal import worker
+from pymc_modal.job import ANSWERED
 from pymc_modal.paths import write_atomically
 
 
@@ -52,7 +54,7 @@ def _read_jobs(jobs: queue.Queue) -> None:
     os._exit(0)
 
 
-def serve(done_fd: int) -> None:
+def serve() -> None:
     """Answer each job sent until stdin ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     jobs: queue.Queue[list[str]] = queue.Queue()
@@ -61,13 +63,13 @@ def serve(done_fd: int) -> None:
         _answer(*jobs.get())
         sys.stdout.flush()
         sys.stderr.flush()
-        os.write(done_fd, b"\n")
+        os.write(sys.stderr.fileno(), ANSWERED)
 
 
 if __name__ == "__main__":
     mode, compilation_cache, *arguments = sys.argv[1:]
     worker.use_compilation_cache(compilation_cache)
     if mode == "serve":
-        serve(int(arguments[0]))
+        serve()
     else:
         _answer(*arguments)
