@@ -175,7 +175,6 @@ class _Worker:
 
     def stop(self) -> None:
         _stop(self.process)
-        os.close(self.done)
 
 
 # Workers that answered and wait for the next job, each until its retirement timer fires.
