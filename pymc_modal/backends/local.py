@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from pymc_modal import console, payload
 from pymc_modal.backends import Delivery, OnAnswer, say_stopping
@@ -63,26 +63,36 @@ POLL_SECONDS = 1.0
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 
 
-def _relay(stream, target: TextIO, answered: queue.Queue[bool] | None = None) -> None:
-    """Copy a worker's output to ``target`` (or the panel shown) as it comes.
+def _relay(stream, name: str, answered: queue.Queue[bool] | None = None) -> None:
+    """Copy a worker's output to this process's ``sys.<name>`` (or the panel shown) as it comes.
 
     With ``answered``, each :data:`ANSWERED` in the output is taken out of it
     and put there as True, after the output before it; the output's end as False.
     """
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def show(data: bytes) -> None:
+        text = decoder.decode(data)
+        # The stream as it is now (a test's, a cell's), and none if it was closed: the
+        # marks must still be read.
+        with contextlib.suppress(ValueError, OSError):
+            console.write(text, getattr(sys, name))
+
     held = b""
-    while chunk := os.read(stream.fileno(), 65536):
-        parts = (held + chunk).split(ANSWERED) if answered is not None else [chunk]
-        held = parts.pop()
-        for part in parts:
-            console.write(decoder.decode(part), target)
-            answered.put(True)
-        # A mark the read cut in two waits for its end.
-        cut = len(held) - _mark_started(held) if answered is not None else len(held)
-        console.write(decoder.decode(held[:cut]), target)
-        held = held[cut:]
-    if answered is not None:
-        answered.put(False)
+    try:
+        while chunk := os.read(stream.fileno(), 65536):
+            parts = (held + chunk).split(ANSWERED) if answered is not None else [chunk]
+            held = parts.pop()
+            for part in parts:
+                show(part)
+                answered.put(True)
+            # A mark the read cut in two waits for its end.
+            cut = len(held) - _mark_started(held) if answered is not None else len(held)
+            show(held[:cut])
+            held = held[cut:]
+    finally:
+        if answered is not None:
+            answered.put(False)
 
 
 def _mark_started(data: bytes) -> int:
@@ -146,8 +156,8 @@ class _Worker:
         )
         self.answered: queue.Queue[bool] = queue.Queue()
         relayed = (
-            (self.process.stdout, sys.stdout, None),
-            (self.process.stderr, sys.stderr, self.answered),
+            (self.process.stdout, "stdout", None),
+            (self.process.stderr, "stderr", self.answered),
         )
         for arguments in relayed:
             threading.Thread(target=_relay, args=arguments, daemon=True).start()
