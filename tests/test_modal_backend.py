@@ -485,12 +485,13 @@ def test_calls_share_one_running_app_and_container_until_the_session_ends(modal_
 def test_a_container_idle_past_its_window_is_gone_and_the_next_call_starts_another(
     modal_server, model
 ):
-    with pymc_modal.session(scaledown_window=30):
+    # The server's clock runs with this machine's too: the window leaves room for a slow call.
+    with pymc_modal.session(scaledown_window=600):
         first = pymc_modal.sample(model=model, backend="modal", **TINY)
-        modal_server.pass_time(29)  # within the window: the same warm container
+        modal_server.pass_time(300)  # within the window: the same warm container
         pymc_modal.sample(model=model, backend="modal", refit=True, **TINY)
         assert len(modal_server.containers) == 1
-        modal_server.pass_time(31)  # past it: Modal has scaled the container down
+        modal_server.pass_time(601)  # past it: Modal has scaled the container down
         again = pymc_modal.sample(model=model, backend="modal", refit=True, **TINY)
 
     first_container, second_container = modal_server.containers
