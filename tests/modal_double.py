@@ -3,8 +3,13 @@
 - Apps: modal's real ``App.run`` / ``modal.runner._run_app`` runs; only its RPC
   helpers (app creation and publishing, object creation, heartbeats,
   disconnection, log streaming), the ``AppGetInfo`` RPC (an app's state) and
-  ``_Client.from_env`` are replaced. An ephemeral app's disconnection stops
-  its containers, as on Modal, and so do lost heartbeats
+  ``_Client.from_env`` are replaced. Object creation checks each function's
+  image as Modal does (no build step over a layer of local files). Each app
+  records whether the client streams its log (``log_shown``: Modal does
+  while the output enabled at the app's start lasts); ``Image.build``
+  records whether output was enabled for the build's log (``builds``). An
+  ephemeral app's disconnection stops its containers, as on Modal, and so
+  do lost heartbeats
   (``lose_heartbeats``); a stopped app's functions refuse calls.
 - Calls: ``Function.spawn`` and ``Function.map`` send their arguments, pickled,
   to a container process (``modal_container.py``) started for the function's
@@ -56,8 +61,10 @@ import modal
 import modal.client
 import modal.exception
 import modal.runner
+from modal._image import _Image
 from modal._utils.async_utils import synchronizer
 from modal.mount import _Mount
+from modal.output import OutputManager
 from modal.running_app import RunningApp
 from modal.types import FileEntry, FileEntryType
 from modal_proto import api_pb2
@@ -80,6 +87,22 @@ def _mounts(obj, seen: set[int]):
         yield obj
     for dependency in obj._deps_():
         yield from _mounts(dependency, seen)
+
+
+def _check_image(image) -> bool:
+    """Modal's check as it loads an image: no build step over a layer of local files.
+
+    Returns whether ``image`` ends in such a layer.
+    """
+    below = [_check_image(base) for base in image._deps_() if isinstance(base, _Image)]
+    if image._rep == "Image(local files)":
+        return True
+    if any(below):
+        raise modal.exception.InvalidError(
+            "An image tried to run a build step after using `image.add_local_*` to include "
+            "local files (the double's check, as Modal's when it loads the image)."
+        )
+    return False
 
 
 class Container:
@@ -237,6 +260,7 @@ class Server:
         self.preempt_after_commits: int | None = None
         self.restarts: list[tuple] = []
         self.queues: list[QueueDouble] = []
+        self.builds: list[dict] = []
         self.passed = 0.0
         self._patch(monkeypatch)
 
@@ -357,6 +381,7 @@ class Server:
                 "detached": detached,
                 "stopped": False,
                 "containers": [],
+                "log_shown": False,  # whether the client shows the app's log (Modal's output)
             }
             return RunningApp(app_id, app_page_url=f"https://modal.invalid/{app_id}")
 
@@ -369,6 +394,18 @@ class Server:
         async def disconnect(client, app_id, reason, exc_str=""):
             if not server.apps[app_id]["detached"]:
                 server.stop_app(app_id)
+
+        async def create_all_objects(running_app, local_app_state, load_context, output_mgr):
+            for function in local_app_state.functions.values():
+                _check_image(function._spec.image)
+
+        async def logs_loop(client, output_manager, app_id):
+            server.apps[app_id]["log_shown"] = True
+
+        def build(image, app=None):
+            _check_image(_raw(image))
+            server.builds.append({"image": image, "shown": OutputManager.get().is_enabled})
+            return image
 
         real_with_options = modal.Function.with_options
 
@@ -407,11 +444,12 @@ class Server:
 
         monkeypatch.setattr(modal.client._Client, "from_env", classmethod(from_env))
         monkeypatch.setattr(modal.runner, "_init_local_app_new", init_local_app_new)
-        monkeypatch.setattr(modal.runner, "_create_all_objects", nothing)
+        monkeypatch.setattr(modal.runner, "_create_all_objects", create_all_objects)
         monkeypatch.setattr(modal.runner, "_publish_app", publish_app)
         monkeypatch.setattr(modal.runner, "_heartbeat", nothing)
         monkeypatch.setattr(modal.runner, "_disconnect", disconnect)
-        monkeypatch.setattr(modal.runner, "get_app_logs_loop", nothing)
+        monkeypatch.setattr(modal.runner, "get_app_logs_loop", logs_loop)
+        monkeypatch.setattr(modal.Image, "build", build)
         monkeypatch.setattr(modal.Function, "with_options", with_options)
         monkeypatch.setattr(modal.Function, "spawn", spawn)
         monkeypatch.setattr(modal.Function, "map", map_)

@@ -348,6 +348,8 @@ def test_gpu_timeout_and_retries_from_the_context_manager(modal_server):
     ]
     assert delivery.where == "Modal H100"
     assert [args[:3] for args in modal_server.spawned] == [(JOB, None, 600)]
+    # In a terminal the worker's output is the app's log, which Modal's output shows.
+    assert modal_server.started_apps[0]["log_shown"] and not modal_server.builds
 
 
 def test_an_app_that_fails_to_start_leaves_modal_s_output_off(modal_server, monkeypatch):
@@ -436,6 +438,9 @@ def test_in_a_notebook_the_worker_s_output_comes_back_for_one_panel(
 
     (queue,) = modal_server.queues
     assert modal_server.spawned[0][5] is queue
+    # Modal's output covers the image's build, in this cell, not the app's log after it.
+    (app,) = modal_server.started_apps
+    assert modal_server.builds[0]["shown"] and not app["log_shown"]
     (panel,) = _Shown.made
     # The bar's last state, under the block line, as a terminal would show them.
     assert "numpyro warm-up + draws" in panel.text and "100%" in panel.text
@@ -674,7 +679,7 @@ def test_image_pins_the_clients_versions(monkeypatch):
 
     monkeypatch.setattr(modal.Image, "debian_slim", debian_slim)
     monkeypatch.setattr(modal.Image, "uv_pip_install", uv_pip_install)
-    modal_backend._image()
+    modal_backend._image.__wrapped__()
 
     assert recorded["python"] == ".".join(platform.python_version_tuple()[:2])
     pins = dict(p.split("==") for p in recorded["packages"])
@@ -780,12 +785,15 @@ def test_the_image_gains_the_installed_packages_a_model_refers_to(modal_server, 
 
     monkeypatch.setattr(modal.Image, "uv_pip_install", uv_pip_install)
     modal_backend._variant.cache_clear()
+    modal_backend._image.cache_clear()
     idata = pymc_modal.sample(model=_model_using(scipy.special.expit), backend="modal", **TINY)
 
-    ((packages, image),) = made
+    # A layer of their own over the image's packages, under the package's source (the
+    # double refuses a build step over local files, as Modal does).
+    _, (packages, layer) = made
     assert packages == (f"scipy=={importlib.metadata.version('scipy')}",)
     (container,) = modal_server.containers
-    assert container.image is _raw(image)
+    assert _raw(layer) in _raw(container.image)._deps_()
     np.testing.assert_allclose(idata.posterior["p"], 1 / (1 + np.exp(-idata.posterior["x"])))
     # A model that needs nothing more runs on the image itself.
     pymc_modal.sample(model=_tiny_model(), backend="modal", **TINY)

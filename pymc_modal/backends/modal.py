@@ -119,13 +119,16 @@ def cuda_extra(jax_version: str) -> str:
     return "cuda13" if Version(jax_version) >= Version(CUDA13_FROM) else "cuda12"
 
 
-def _image() -> modal.Image:
-    return (
-        # The image's Python must be the client's for its pickles to load.
-        modal.Image.debian_slim(python_version=payload.python_version())
-        .uv_pip_install(*requirements())
-        .add_local_python_source("pymc_modal")
-    )
+@functools.cache
+def _image(extra: tuple[str, ...] = ()) -> modal.Image:
+    """The image, with the pinned packages ``extra`` added in a layer of their own."""
+    # The image's Python must be the client's for its pickles to load.
+    built = modal.Image.debian_slim(python_version=payload.python_version())
+    built = built.uv_pip_install(*requirements())
+    if extra:
+        built = built.uv_pip_install(*extra)
+    # Modal refuses a build step on top of local files, so the package's source comes last.
+    return built.add_local_python_source("pymc_modal")
 
 
 # Built wherever this module is imported: in one of its own containers the image goes
@@ -334,9 +337,7 @@ def _variant(
     # a fallback list, no GPU or an image with more packages is a decorator option, so it
     # gets an app of its own around the same function, made once: Modal keeps every App.
     variant_app = modal.App(
-        DETACHED_APP_NAME if detached else APP_NAME,
-        image=image.uv_pip_install(*extra) if extra else image,
-        include_source=False,
+        DETACHED_APP_NAME if detached else APP_NAME, image=_image(extra), include_source=False
     )
     gpu = None if not gpus else gpus[0] if len(gpus) == 1 else list(gpus)
     return variant_app, _decorate(variant_app, gpu, timeout=DEFAULT_TIMEOUT)
@@ -503,7 +504,14 @@ def _started(options: Options, extra: tuple[str, ...]) -> tuple[modal.Function, 
     close()
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:  # closed, Modal's output with it, if the app fails
-        stack.enter_context(modal.enable_output())
+        if console.in_notebook():
+            # A running app's log goes to the output enabled when it started, so in a
+            # notebook it would print into later cells; there only the image's build is
+            # shown, in this cell, and the worker's output comes back through a queue.
+            with modal.enable_output():
+                _image(extra).build()
+        else:
+            stack.enter_context(modal.enable_output())
         stack.enter_context(run_app.run())
         _running = (run_app, stack.pop_all())
     return function, time.perf_counter() - start
