@@ -490,8 +490,18 @@ def test_run_stop_ends_a_detached_local_run_with_its_draws(tmp_path):
     assert idata.posterior.sizes["draw"] % 20 == 0
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT raises KeyboardInterrupt here, as Ctrl-C in a terminal does, even where the
+    tests run as a background job: its processes inherit SIGINT ignored, and Python then
+    installs no handler of its own."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.slow
-def test_the_first_ctrl_c_ends_a_waited_local_run_with_its_draws(tmp_path):
+def test_the_first_ctrl_c_ends_a_waited_local_run_with_its_draws(tmp_path, ctrl_c_raises):
     model = _ticking_model(tmp_path, "slow")
 
     def interrupt_after_a_block():
