@@ -6,8 +6,8 @@
   ``_Client.from_env`` are replaced. Object creation checks each function's
   image as Modal does (no build step over a layer of local files). Each app
   records whether the client streams its log (``log_shown``: Modal does
-  while the output enabled at the app's start lasts); ``Image.build``
-  records whether output was enabled for the build's log (``builds``). An
+  while the output enabled at the app's start lasts); each ``Image.build``
+  records whether output was enabled, to show the build's log (``builds``). An
   ephemeral app's disconnection stops its containers, as on Modal, and so
   do lost heartbeats
   (``lose_heartbeats``); a stopped app's functions refuse calls.
@@ -260,7 +260,7 @@ class Server:
         self.preempt_after_commits: int | None = None
         self.restarts: list[tuple] = []
         self.queues: list[QueueDouble] = []
-        self.builds: list[dict] = []
+        self.builds: list[bool] = []
         self.passed = 0.0
         self._patch(monkeypatch)
 
@@ -404,7 +404,7 @@ class Server:
 
         def build(image, app=None):
             _check_image(_raw(image))
-            server.builds.append({"image": image, "shown": OutputManager.get().is_enabled})
+            server.builds.append(OutputManager.get().is_enabled)
             return image
 
         real_with_options = modal.Function.with_options

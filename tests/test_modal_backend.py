@@ -440,7 +440,7 @@ def test_in_a_notebook_the_worker_s_output_comes_back_for_one_panel(
     assert modal_server.spawned[0][5] is queue
     # Modal's output covers the image's build, in this cell, not the app's log after it.
     (app,) = modal_server.started_apps
-    assert modal_server.builds[0]["shown"] and not app["log_shown"]
+    assert modal_server.builds == [True] and not app["log_shown"]
     (panel,) = _Shown.made
     # The bar's last state, under the block line, as a terminal would show them.
     assert "numpyro warm-up + draws" in panel.text and "100%" in panel.text
